@@ -1,0 +1,112 @@
+"""Types both custom resources share: conditions, resources, pod template overrides."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from aidc.api.base import ApiModel, CelRule, StatusModel
+from aidc.api.markers import FreeFormObject, FreeFormValue, ListMapKeys, Quantity
+
+GROUP = "aidc.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Names become Service names, pod hostnames and the prefix of pod names ("<name>-<rank>").
+MAX_NAME_LENGTH = 52
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def _name_is_valid(resource: Any) -> bool:
+    name = str(resource.metadata.get("name", ""))
+    return not name or (len(name) <= MAX_NAME_LENGTH and _DNS_1035_LABEL.fullmatch(name) is not None)
+
+
+NAME_RULE = CelRule(
+    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    f"metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter) of at "
+    f"most {MAX_NAME_LENGTH} characters: it names the Service and the pods' hostnames",
+    _name_is_valid,
+)
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """A metav1.Condition: the state of one aspect of the resource, with a reason to act on."""
+
+    type: str = Field(description="Type of the condition in CamelCase, e.g. Succeeded or Ready.")
+    status: ConditionStatus = Field(description="Whether the condition holds: True, False or Unknown.")
+    reason: str = Field(description="A CamelCase, machine-readable reason for the last transition.")
+    message: str = Field(default="", description="A human-readable message a user can act on.")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the condition was set from."
+    )
+    last_transition_time: datetime = Field(description="When the status last changed.")
+
+
+Conditions = Annotated[list[Condition], ListMapKeys(("type",))]
+
+
+class Resources(ApiModel):
+    """What each pod asks for. GPUs are requested and limited as one extended resource."""
+
+    gpus: int = Field(default=0, ge=0, le=64, description="GPUs per pod, requested and limited as gpuResource.")
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu", description="Extended resource name of the GPUs (nvidia.com/gpu by default)."
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request per pod, e.g. 4 or 500m.")
+    memory: Quantity | None = Field(
+        default=None, description="Memory request and limit per pod, e.g. 16Gi."
+    )
+    cpu_limit: Quantity | None = Field(default=None, description="CPU limit per pod; unlimited when unset.")
+    shared_memory: Quantity | None = Field(
+        default=None,
+        description="Size of a memory-backed /dev/shm (data loaders and NCCL need more than the default 64Mi).",
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable, as in a container spec."""
+
+    name: str = Field(min_length=1, description="Name of the variable.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: FreeFormObject | None = Field(
+        default=None, description="A Kubernetes EnvVarSource (fieldRef, secretKeyRef, ...)."
+    )
+
+    cel_rules = (
+        CelRule(
+            "!(has(self.value) && has(self.valueFrom))",
+            "set either value or valueFrom, not both",
+            lambda env: env.value is None or env.value_from is None,
+        ),
+    )
+
+
+class PodTemplateOverrides(ApiModel):
+    """The escape hatch: metadata and pod-spec fields merged into every pod the operator creates."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to every pod.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to every pod.")
+    spec: FreeFormObject = Field(
+        default_factory=dict,
+        description=(
+            "PodSpec fields merged into every pod (for example serviceAccountName, volumes, "
+            "runtimeClassName). Containers merge by name; the operator's own fields win on conflict."
+        ),
+    )
+
+
+class Placement(ApiModel):
+    """Where pods may run."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels every pod requires.")
+    tolerations: list[FreeFormValue] = Field(
+        default_factory=list, description="Kubernetes tolerations (for example for GPU taints)."
+    )
+    affinity: FreeFormObject | None = Field(default=None, description="A Kubernetes Affinity.")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")

@@ -1,0 +1,152 @@
+"""The InferenceService custom resource: a served model, typically a TrainingJob's export."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from aidc.api.base import ApiModel, CelRule, StatusModel
+from aidc.api.common import NAME_RULE, Conditions, EnvVar, Placement, PodTemplateOverrides, Resources
+
+ExportChoice = Literal["Final", "Best"]
+AutoscalingMetric = Literal["cpu", "memory"]
+ServingPhase = Literal["Pending", "ModelNotReady", "Deploying", "Ready", "Failed"]
+
+
+class FromTrainingJob(ApiModel):
+    """Serve the model a TrainingJob in the same namespace exported."""
+
+    name: str = Field(min_length=1, description="Name of the TrainingJob.")
+    export: ExportChoice = Field(
+        default="Final", description="Final (the model at the end of training) or Best (best validation metric)."
+    )
+
+
+class ModelSource(ApiModel):
+    """Which model to serve: from a TrainingJob or from a path on a claim. Mounted read-only."""
+
+    from_training_job: FromTrainingJob | None = Field(
+        default=None, description="Resolve the model through a TrainingJob's status."
+    )
+    storage_uri: str | None = Field(
+        default=None,
+        description="pvc://<claim>/<folder> holding model.pt and manifest.json.",
+        pattern=r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?$",
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9][-_.a-zA-Z0-9]*$",
+        description="Model name in the inference URLs (/v2/models/<name>); the InferenceService's name when unset.",
+    )
+
+    cel_rules = (
+        CelRule(
+            "has(self.fromTrainingJob) != has(self.storageUri)",
+            "set either fromTrainingJob or storageUri, not both",
+            lambda m: (m.from_training_job is None) != (m.storage_uri is None),
+        ),
+        CelRule(
+            "!has(self.storageUri) || self.storageUri.startsWith('pvc://')",
+            "storageUri must start with pvc:// (pvc://<claim>/<folder>)",
+            lambda m: m.storage_uri is None or m.storage_uri.startswith("pvc://"),
+        ),
+    )
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) between minReplicas and maxReplicas."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest serving pods.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most serving pods.")
+    metric: AutoscalingMetric = Field(default="cpu", description="Resource whose utilization drives scaling.")
+    target_utilization_percent: int = Field(
+        default=80, ge=1, le=100, description="Average utilization of the metric to aim for."
+    )
+
+    cel_rules = (
+        CelRule(
+            "self.maxReplicas >= self.minReplicas",
+            "maxReplicas must be greater than or equal to minReplicas",
+            lambda a: a.max_replicas >= a.min_replicas,
+        ),
+    )
+
+
+class Batching(ApiModel):
+    """Dynamic batching: concurrent requests run as one forward pass."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most requests in one forward pass.")
+    max_delay_ms: int = Field(
+        default=5, ge=0, le=10000, description="Longest a request waits for others to join its batch, in ms."
+    )
+
+
+class InferenceServiceSpec(ApiModel):
+    """The desired serving Deployment."""
+
+    model: ModelSource = Field(description="The model to serve.")
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Serving pods (1 when unset); leave unset with autoscaling."
+    )
+    autoscaling: Autoscaling | None = Field(default=None, description="Scale between bounds instead.")
+    resources: Resources = Field(default_factory=Resources, description="What each serving pod requests.")
+    batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
+    image: str | None = Field(
+        default=None, min_length=1, description="Server image; the operator's default trainer image when unset."
+    )
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body accepted (413 above)."
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment of the server.")
+    placement: Placement = Field(default_factory=Placement, description="Node selection.")
+    pod_template: PodTemplateOverrides = Field(
+        default_factory=PodTemplateOverrides, description="Labels, annotations and pod-spec fields for every pod."
+    )
+
+    cel_rules = (
+        CelRule(
+            "!(has(self.replicas) && has(self.autoscaling))",
+            "set either replicas or autoscaling, not both",
+            lambda s: s.replicas is None or s.autoscaling is None,
+        ),
+    )
+
+
+class ServedModel(StatusModel):
+    """The model the serving pods load."""
+
+    uri: str = Field(description="pvc://<claim>/<folder> of the model.")
+    claim_name: str = Field(description="Claim mounted read-only.")
+    path: str = Field(description="Folder inside the claim.")
+    training_job: str | None = Field(default=None, description="TrainingJob that exported it.")
+    step: int | None = Field(default=None, description="Training step of the export.")
+
+
+class InferenceServiceStatus(StatusModel):
+    """What the operator observed. Written only by the operator."""
+
+    phase: ServingPhase = Field(default="Pending", description="Summary for kubectl get.")
+    conditions: Conditions = Field(default_factory=list, description="ModelResolved, Available and Ready.")
+    observed_generation: int | None = Field(default=None, description="The generation this status describes.")
+    url: str | None = Field(default=None, description="In-cluster base URL of the v2 protocol.")
+    replicas: int = Field(default=0, description="Serving pods that exist.")
+    ready_replicas: int = Field(default=0, description="Serving pods that are ready.")
+    selector: str | None = Field(default=None, description="Label selector of the serving pods (scale subresource).")
+    model: ServedModel | None = Field(default=None, description="The model being served.")
+    previous_model: ServedModel | None = Field(
+        default=None, description="The model served before the last change, to roll back by editing one field."
+    )
+
+
+class InferenceService(ApiModel):
+    """A model served over the Open Inference Protocol v2."""
+
+    api_version: Literal["aidc.io/v1alpha1"] = Field(default="aidc.io/v1alpha1", description="aidc.io/v1alpha1")
+    kind: Literal["InferenceService"] = Field(default="InferenceService", description="InferenceService")
+    metadata: Annotated[dict[str, Any], Field(description="Standard object metadata.")] = {}
+    spec: InferenceServiceSpec = Field(description="The desired serving Deployment.")
+    status: InferenceServiceStatus | None = Field(default=None, description="What the operator observed.")
+
+    cel_rules = (NAME_RULE,)

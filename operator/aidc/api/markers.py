@@ -1,0 +1,33 @@
+"""Annotations that tell the CRD generator how a Python type maps to Kubernetes' schema.
+
+They carry no behaviour in pydantic; ``aidc.crdgen`` looks for them in a field's metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+
+@dataclass(frozen=True)
+class IntOrString:
+    """``x-kubernetes-int-or-string``: resource quantities such as ``4`` or ``"16Gi"``."""
+
+
+@dataclass(frozen=True)
+class FreeForm:
+    """``x-kubernetes-preserve-unknown-fields``: Kubernetes types passed through verbatim
+    (tolerations, affinity, env ``valueFrom``, pod-spec fields), validated by the API server
+    when the operator creates the pod rather than duplicated here."""
+
+
+@dataclass(frozen=True)
+class ListMapKeys:
+    """``x-kubernetes-list-type: map`` keyed by these fields (conditions by ``type``)."""
+
+    keys: tuple[str, ...]
+
+
+Quantity = Annotated[int | str, IntOrString()]
+FreeFormObject = Annotated[dict[str, Any], FreeForm()]
+FreeFormValue = Annotated[Any, FreeForm()]

@@ -1,0 +1,343 @@
+"""The TrainingJob custom resource: a DDP gang of pods that trains one model.
+
+Each class is one block of the spec; field descriptions become ``kubectl explain`` text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from aidc.api.base import ApiModel, CelRule, StatusModel
+from aidc.api.common import NAME_RULE, Conditions, EnvVar, Placement, PodTemplateOverrides, Resources
+from aidc.api.markers import Quantity
+
+Task = Literal["classifier", "gan", "language-model"]
+DatasetSource = Literal["synthetic", "digits", "npz", "image-folder", "text"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+RestartPolicy = Literal["Never", "OnFailure", "OnRetryableExitCode"]
+GangScheduler = Literal["None", "Kueue", "Volcano", "Coscheduling"]
+ScheduleTimeoutAction = Literal["Wait", "Fail"]
+CleanPodPolicy = Literal["All", "Running", "None"]
+ClaimReclaimPolicy = Literal["Retain", "Delete"]
+AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany", "ReadWriteMany"]
+TrainingPhase = Literal["Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class Dataset(ApiModel):
+    """Where the built-in trainer reads its data."""
+
+    source: DatasetSource = Field(
+        default="digits",
+        description=(
+            "synthetic (generated), digits (scikit-learn's 8x8 digits resized to 28x28, shipped in the "
+            "image), npz (keys x and y), image-folder (one folder per class) or text (language model)."
+        ),
+    )
+    path: str | None = Field(
+        default=None, description="File or folder on the data claim (relative to its mount) for npz, image-folder, text."
+    )
+    samples: int | None = Field(default=None, ge=1, description="Number of generated samples for synthetic.")
+
+    cel_rules = (
+        CelRule(
+            "!(self.source in ['npz', 'image-folder', 'text']) || has(self.path)",
+            "dataset.path is required for npz, image-folder and text datasets",
+            lambda d: d.source not in ("npz", "image-folder", "text") or d.path is not None,
+        ),
+    )
+
+
+class LanguageModelShape(ApiModel):
+    """Size of the built-in decoder-only transformer."""
+
+    context_length: int = Field(default=128, ge=8, le=8192, description="Tokens per training sequence.")
+    layers: int = Field(default=4, ge=1, le=96, description="Transformer blocks.")
+    heads: int = Field(default=4, ge=1, le=128, description="Attention heads per block.")
+    embedding: int = Field(default=256, ge=16, le=16384, description="Embedding width; a multiple of heads.")
+
+    cel_rules = (
+        CelRule(
+            "self.embedding % self.heads == 0",
+            "languageModel.embedding must be a multiple of languageModel.heads",
+            lambda m: m.embedding % m.heads == 0,
+        ),
+    )
+
+
+class TrainerConfig(ApiModel):
+    """Configuration of the built-in trainer (passed to it as AIDC_TRAINER_CONFIG)."""
+
+    task: Task = Field(description="classifier, gan or language-model.")
+    dataset: Dataset = Field(default_factory=Dataset, description="The training data.")
+    epochs: int = Field(default=8, ge=1, le=100000, description="Passes over the training data.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(default=32, ge=1, le=65536, description="Samples per rank per step.")
+    learning_rate: float = Field(default=0.001, gt=0, le=10, description="Initial learning rate.")
+    precision: Precision = Field(
+        default="auto", description="auto (bf16 on GPUs that support it, fp32 on CPU), fp32, bf16 or fp16."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of every random generator, for exact resumes.")
+    validation_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="Share of the data held out for validation."
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, le=1024, description="Micro-batches accumulated per optimizer step."
+    )
+    gradient_clip_norm: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this.")
+    language_model: LanguageModelShape | None = Field(
+        default=None, description="Shape of the language model (task language-model)."
+    )
+
+
+class CheckpointStorage(ApiModel):
+    """The claim checkpoints and exported models are written to (by rank 0 only)."""
+
+    claim_name: str | None = Field(default=None, description="An existing PersistentVolumeClaim to use.")
+    size: Quantity | None = Field(
+        default=None, description="Size of a claim the operator creates, named <job>-checkpoints."
+    )
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass of the claim the operator creates; the default class if unset."
+    )
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: ["ReadWriteOnce"],
+        description="Access modes of the claim the operator creates. Only rank 0 mounts it, so RWO works.",
+    )
+    sub_path: str | None = Field(
+        default=None, description="Folder inside the claim for this job; the job's name when unset."
+    )
+    reclaim_policy: ClaimReclaimPolicy = Field(
+        default="Retain",
+        description="Retain keeps a claim the operator created after the job is deleted (checkpoints are data); "
+        "Delete removes it with the job. A claim named by claimName is never deleted.",
+    )
+
+    cel_rules = (
+        CelRule(
+            "has(self.claimName) != has(self.size)",
+            "set either claimName (an existing claim) or size (a claim the operator creates), not both",
+            lambda c: (c.claim_name is None) != (c.size is None),
+        ),
+    )
+
+
+class DataStorage(ApiModel):
+    """A claim of input data, mounted read-only by every rank."""
+
+    claim_name: str = Field(min_length=1, description="An existing PersistentVolumeClaim; every rank mounts it "
+                            "read-only, so it needs ReadOnlyMany or ReadWriteMany across nodes.")
+    sub_path: str | None = Field(default=None, description="Folder inside the claim to mount.")
+
+
+class Storage(ApiModel):
+    """The job's claims. Immutable: moving checkpoints mid-training would lose them."""
+
+    checkpoints: CheckpointStorage | None = Field(
+        default=None, description="Where checkpoints and the exported model go. Without it nothing survives a restart."
+    )
+    data: DataStorage | None = Field(default=None, description="Training data, mounted read-only.")
+
+
+class CheckpointPolicy(ApiModel):
+    """How often rank 0 writes a checkpoint, and how many it keeps."""
+
+    every_steps: int = Field(default=0, ge=0, description="Checkpoint every N optimizer steps; 0 turns it off.")
+    every_seconds: int = Field(default=300, ge=0, description="Checkpoint every N seconds; 0 turns it off.")
+    keep: int = Field(default=3, ge=1, le=1000, description="Checkpoints kept; older ones are deleted.")
+
+
+class FailurePolicy(ApiModel):
+    """What happens when a rank fails. The whole gang restarts together and resumes from its checkpoint."""
+
+    restart_policy: RestartPolicy = Field(
+        default="OnRetryableExitCode",
+        description="Never fails the job on the first failed rank; OnFailure restarts the gang on any failure "
+        "except a permanent exit code (65, 78); OnRetryableExitCode restarts only on retryableExitCodes.",
+    )
+    backoff_limit: int = Field(default=3, ge=0, le=1000, description="Gang restarts allowed before the job fails.")
+    retryable_exit_codes: list[int] = Field(
+        default_factory=lambda: [137, 143],
+        description="Exit codes that restart the gang under OnRetryableExitCode (137 and 143: preemption).",
+    )
+    backoff_seconds: int = Field(
+        default=10, ge=0, le=3600, description="Wait before the first restart; doubles each time up to 10 minutes."
+    )
+    hang_timeout_seconds: int | None = Field(
+        default=None,
+        ge=10,
+        description="Restart the gang (reason Stalled) when rank 0 sends no progress heartbeat for this long.",
+    )
+
+
+class SchedulingPolicy(ApiModel):
+    """How the gang is scheduled: all ranks together or none."""
+
+    gang_scheduler: GangScheduler = Field(
+        default="None",
+        description="None, Kueue (plain pod group), Volcano (PodGroup) or Coscheduling (scheduler-plugins PodGroup).",
+    )
+    queue: str | None = Field(default=None, description="Kueue LocalQueue or Volcano queue.")
+    scheduler_name: str | None = Field(
+        default=None, description="Scheduler of the pods; volcano or the coscheduling scheduler's name when unset."
+    )
+    schedule_timeout_seconds: int = Field(
+        default=300, ge=1, description="How long the gang may wait to be fully scheduled before it is reported."
+    )
+    on_schedule_timeout: ScheduleTimeoutAction = Field(
+        default="Wait", description="Wait keeps waiting (reason Unschedulable); Fail fails the job."
+    )
+    placement: Placement = Field(default_factory=Placement, description="Node selection for every rank.")
+
+
+class RunPolicy(ApiModel):
+    """The job's lifetime."""
+
+    suspend: bool = Field(default=False, description="Delete the gang and keep the job; false again resumes it.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the job (reason DeadlineExceeded) after this long since it started."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the TrainingJob this long after it finished."
+    )
+    clean_pod_policy: CleanPodPolicy = Field(
+        default="Running",
+        description="Pods deleted when the job ends: All, Running (keeps finished ones for their logs) or None.",
+    )
+
+
+class TrainingJobSpec(ApiModel):
+    """The desired gang."""
+
+    replicas: int = Field(default=1, ge=1, le=4096, description="Pods in the gang, one per node rank.")
+    procs_per_replica: int = Field(
+        default=1, ge=1, le=64, description="Processes per pod (usually GPUs per pod), launched through torchrun."
+    )
+    image: str | None = Field(
+        default=None, min_length=1, description="Trainer image; the operator's default trainer image when unset."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Pull policy of the trainer image."
+    )
+    command: list[str] | None = Field(
+        default=None, description="Your own torchrun-compatible command instead of the built-in trainer."
+    )
+    args: list[str] | None = Field(default=None, description="Arguments of the command.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment for every rank.")
+    trainer: TrainerConfig | None = Field(default=None, description="The built-in trainer's configuration.")
+    resources: Resources = Field(default_factory=Resources, description="What each pod requests.")
+    master_port: int = Field(default=29500, ge=1024, le=65535, description="Rendezvous port on rank 0.")
+    storage: Storage = Field(default_factory=Storage, description="Checkpoint and data claims (immutable).")
+    checkpoint_policy: CheckpointPolicy = Field(default_factory=CheckpointPolicy, description="Checkpoint cadence.")
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="Restarts and hang detection.")
+    scheduling_policy: SchedulingPolicy = Field(
+        default_factory=SchedulingPolicy, description="Gang scheduling and placement."
+    )
+    run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Suspension, deadline, clean-up.")
+    pod_template: PodTemplateOverrides = Field(
+        default_factory=PodTemplateOverrides, description="Labels, annotations and pod-spec fields for every pod."
+    )
+
+    cel_rules = (
+        CelRule(
+            "has(self.trainer) || has(self.command)",
+            "spec.trainer is required unless spec.command runs your own script",
+            lambda s: s.trainer is not None or s.command is not None,
+        ),
+        CelRule(
+            "!has(self.trainer) || self.trainer.task != 'language-model' || self.trainer.dataset.source in "
+            "['synthetic', 'text']",
+            "the language-model task reads a synthetic or text dataset",
+            lambda s: s.trainer is None
+            or s.trainer.task != "language-model"
+            or s.trainer.dataset.source in ("synthetic", "text"),
+        ),
+        CelRule(
+            "!has(self.trainer) || self.trainer.task == 'language-model' || self.trainer.dataset.source != 'text'",
+            "a text dataset is only for the language-model task",
+            lambda s: s.trainer is None or s.trainer.task == "language-model" or s.trainer.dataset.source != "text",
+        ),
+        CelRule(
+            "self.storage == oldSelf.storage",
+            "spec.storage is immutable: moving a running job's checkpoints would lose them",
+        ),
+    )
+
+
+class ReplicaCounts(StatusModel):
+    """How many pods of the current gang are in each state."""
+
+    desired: int = Field(default=0, description="Pods the gang should have.")
+    pending: int = Field(default=0, description="Pods created but not running (scheduling, pulling, starting).")
+    running: int = Field(default=0, description="Pods running.")
+    succeeded: int = Field(default=0, description="Pods whose containers exited 0.")
+    failed: int = Field(default=0, description="Pods that failed.")
+
+
+class Progress(StatusModel):
+    """The latest progress heartbeat of rank 0."""
+
+    step: int | None = Field(default=None, description="Optimizer steps done.")
+    total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
+    epoch: int | None = Field(default=None, description="Current epoch.")
+    percent: int | None = Field(default=None, description="step / totalSteps, in percent.")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Latest validation metrics.")
+    samples_per_second: float | None = Field(default=None, description="Training throughput of the gang.")
+    eta_seconds: int | None = Field(default=None, description="Estimated seconds to the end.")
+    last_heartbeat_time: datetime | None = Field(default=None, description="When rank 0 last reported.")
+
+
+class CheckpointStatus(StatusModel):
+    """The newest checkpoint rank 0 reported."""
+
+    path: str = Field(description="Path of the checkpoint inside the checkpoint claim.")
+    step: int | None = Field(default=None, description="Optimizer step of the checkpoint.")
+    time: datetime | None = Field(default=None, description="When it was written.")
+
+
+class ModelStatus(StatusModel):
+    """The exported model, ready for an InferenceService."""
+
+    claim_name: str = Field(description="Claim that holds the model.")
+    path: str = Field(description="Folder of the final model (model.pt and manifest.json) inside the claim.")
+    best_path: str | None = Field(default=None, description="Folder of the best-validation model, if exported.")
+    step: int | None = Field(default=None, description="Training step of the export.")
+
+
+class TrainingJobStatus(StatusModel):
+    """What the operator observed. Written only by the operator."""
+
+    phase: TrainingPhase = Field(default="Pending", description="Summary for kubectl get.")
+    conditions: Conditions = Field(default_factory=list, description="Conditions in metav1.Condition form.")
+    observed_generation: int | None = Field(default=None, description="The generation this status describes.")
+    replica_counts: ReplicaCounts = Field(default_factory=ReplicaCounts, description="Pods by state.")
+    ready: str | None = Field(default=None, description="Running/desired ranks, for kubectl get.")
+    selector: str | None = Field(default=None, description="Label selector of the gang's pods (scale subresource).")
+    restarts: int = Field(default=0, description="Whole-gang restarts so far.")
+    gang_attempt: int = Field(default=0, description="Which gang (0 first) the current pods belong to.")
+    start_time: datetime | None = Field(default=None, description="When the first gang started running.")
+    completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
+    last_restart_time: datetime | None = Field(default=None, description="When the gang was last replaced.")
+    progress: Progress | None = Field(default=None, description="Rank 0's latest heartbeat.")
+    checkpoint: CheckpointStatus | None = Field(default=None, description="The latest checkpoint.")
+    model: ModelStatus | None = Field(default=None, description="The exported model.")
+
+
+class TrainingJob(ApiModel):
+    """A PyTorch DDP training job run as a gang of pods."""
+
+    api_version: Literal["aidc.io/v1alpha1"] = Field(default="aidc.io/v1alpha1", description="aidc.io/v1alpha1")
+    kind: Literal["TrainingJob"] = Field(default="TrainingJob", description="TrainingJob")
+    metadata: Annotated[dict[str, Any], Field(description="Standard object metadata.")] = {}
+    spec: TrainingJobSpec = Field(description="The desired gang.")
+    status: TrainingJobStatus | None = Field(default=None, description="What the operator observed.")
+
+    cel_rules = (
+        NAME_RULE,
+    )
+

@@ -1,0 +1,43 @@
+"""The ``aidc`` command: generate the CRDs, or run the operator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_CRD_DIRS = (Path("crds"), Path("charts/aidc-operator/crds"))
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from aidc.crdgen.definitions import dump, render_crds, write_crds
+
+    directories = [Path(d) for d in args.out] if args.out else list(REPO_CRD_DIRS)
+    if not args.check:
+        for path in write_crds(*directories):
+            print(f"wrote {path}")
+        return 0
+    stale = [
+        directory / name
+        for directory in directories
+        for name, crd in render_crds().items()
+        if not (directory / name).is_file() or (directory / name).read_text() != dump(crd)
+    ]
+    for path in stale:
+        print(f"{path} differs from the models; run `make crds`", file=sys.stderr)
+    return 1 if stale else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aidc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    crds = commands.add_parser("crds", help="write crds/*.yaml (and the chart's copy) from the API models")
+    crds.add_argument("--out", action="append", help="directory to write (repeatable); crds/ and the chart by default")
+    crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
+    crds.set_defaults(run=_crds)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
