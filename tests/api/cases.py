@@ -79,7 +79,11 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("bad-gang-scheduler", _with(TRAINING_JOB, "spec.schedulingPolicy", {"gangScheduler": "Slurm"}), ["gangScheduler"]),
     ("job-name-too-long", _with(TRAINING_JOB, "metadata.name", "a" * 53), ["metadata.name", "52"]),
     ("job-name-starts-with-digit", _with(TRAINING_JOB, "metadata.name", "1abc"), ["metadata.name"]),
-    ("env-value-and-from", _with(TRAINING_JOB, "spec.env", [{"name": "A", "value": "1", "valueFrom": {}}]), ["valueFrom"]),
+    (
+        "env-value-and-from",
+        _with(TRAINING_JOB, "spec.env", [{"name": "A", "value": "1", "valueFrom": {}}]),
+        ["valueFrom"],
+    ),
     (
         "max-below-min",
         _with(INFERENCE_SERVICE, "spec.autoscaling", {"minReplicas": 3, "maxReplicas": 2}),
@@ -97,7 +101,9 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "replicas-and-autoscaling",
-        _with(INFERENCE_SERVICE, "spec", {**INFERENCE_SERVICE["spec"], "replicas": 2, "autoscaling": {"maxReplicas": 4}}),
+        _with(
+            INFERENCE_SERVICE, "spec", {**INFERENCE_SERVICE["spec"], "replicas": 2, "autoscaling": {"maxReplicas": 4}}
+        ),
         ["either replicas or autoscaling"],
     ),
     ("zero-batch", _with(INFERENCE_SERVICE, "spec.batching", {"maxBatchSize": 0}), ["maxBatchSize"]),

@@ -59,9 +59,7 @@ class Resources(ApiModel):
         default="nvidia.com/gpu", description="Extended resource name of the GPUs (nvidia.com/gpu by default)."
     )
     cpu: Quantity | None = Field(default=None, description="CPU request per pod, e.g. 4 or 500m.")
-    memory: Quantity | None = Field(
-        default=None, description="Memory request and limit per pod, e.g. 16Gi."
-    )
+    memory: Quantity | None = Field(default=None, description="Memory request and limit per pod, e.g. 16Gi.")
     cpu_limit: Quantity | None = Field(default=None, description="CPU limit per pod; unlimited when unset.")
     shared_memory: Quantity | None = Field(
         default=None,

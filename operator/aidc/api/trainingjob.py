@@ -39,7 +39,8 @@ class Dataset(ApiModel):
         ),
     )
     path: str | None = Field(
-        default=None, description="File or folder on the data claim (relative to its mount) for npz, image-folder, text."
+        default=None,
+        description="File or folder on the data claim (relative to its mount) for npz, image-folder, text.",
     )
     samples: int | None = Field(default=None, ge=1, description="Number of generated samples for synthetic.")
 
@@ -105,7 +106,7 @@ class CheckpointStorage(ApiModel):
         default=None, description="StorageClass of the claim the operator creates; the default class if unset."
     )
     access_modes: list[AccessMode] = Field(
-        default_factory=lambda: ["ReadWriteOnce"],
+        default_factory=lambda: list[AccessMode](["ReadWriteOnce"]),
         description="Access modes of the claim the operator creates. Only rank 0 mounts it, so RWO works.",
     )
     sub_path: str | None = Field(
@@ -129,8 +130,11 @@ class CheckpointStorage(ApiModel):
 class DataStorage(ApiModel):
     """A claim of input data, mounted read-only by every rank."""
 
-    claim_name: str = Field(min_length=1, description="An existing PersistentVolumeClaim; every rank mounts it "
-                            "read-only, so it needs ReadOnlyMany or ReadWriteMany across nodes.")
+    claim_name: str = Field(
+        min_length=1,
+        description="An existing PersistentVolumeClaim; every rank mounts it "
+        "read-only, so it needs ReadOnlyMany or ReadWriteMany across nodes.",
+    )
     sub_path: str | None = Field(default=None, description="Folder inside the claim to mount.")
 
 
@@ -252,9 +256,11 @@ class TrainingJobSpec(ApiModel):
             "!has(self.trainer) || self.trainer.task != 'language-model' || self.trainer.dataset.source in "
             "['synthetic', 'text']",
             "the language-model task reads a synthetic or text dataset",
-            lambda s: s.trainer is None
-            or s.trainer.task != "language-model"
-            or s.trainer.dataset.source in ("synthetic", "text"),
+            lambda s: (
+                s.trainer is None
+                or s.trainer.task != "language-model"
+                or s.trainer.dataset.source in ("synthetic", "text")
+            ),
         ),
         CelRule(
             "!has(self.trainer) || self.trainer.task == 'language-model' || self.trainer.dataset.source != 'text'",
@@ -323,6 +329,12 @@ class TrainingJobStatus(StatusModel):
     start_time: datetime | None = Field(default=None, description="When the first gang started running.")
     completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
     last_restart_time: datetime | None = Field(default=None, description="When the gang was last replaced.")
+    gang_created_time: datetime | None = Field(
+        default=None, description="When every rank of the current gang was first seen created."
+    )
+    gang_running_time: datetime | None = Field(
+        default=None, description="When every rank of the current gang was first seen running."
+    )
     progress: Progress | None = Field(default=None, description="Rank 0's latest heartbeat.")
     checkpoint: CheckpointStatus | None = Field(default=None, description="The latest checkpoint.")
     model: ModelStatus | None = Field(default=None, description="The exported model.")
@@ -337,7 +349,4 @@ class TrainingJob(ApiModel):
     spec: TrainingJobSpec = Field(description="The desired gang.")
     status: TrainingJobStatus | None = Field(default=None, description="What the operator observed.")
 
-    cel_rules = (
-        NAME_RULE,
-    )
-
+    cel_rules = (NAME_RULE,)

@@ -29,14 +29,16 @@ def _column(name: str, path: str, kind: str = "string", priority: int = 0, descr
 AGE = _column("Age", ".metadata.creationTimestamp", "date")
 
 TRAINING_JOB_COLUMNS = [
-    _column("Phase", ".status.phase", description="Pending, Queued, Running, Restarting, Suspended, Succeeded or Failed"),
+    _column(
+        "Phase", ".status.phase", description="Pending, Queued, Running, Restarting, Suspended, Succeeded or Failed"
+    ),
     _column("Ready", ".status.ready", description="Running/desired ranks"),
     _column("Progress", ".status.progress.percent", "integer", description="Percent of the planned steps done"),
     _column("Restarts", ".status.restarts", "integer", description="Whole-gang restarts"),
     AGE,
     _column("Step", ".status.progress.step", "integer", priority=1),
     _column("Loss", ".status.progress.loss", "number", priority=1),
-    _column("Reason", ".status.conditions[?(@.status==\"True\")].reason", priority=1),
+    _column("Reason", '.status.conditions[?(@.status=="True")].reason', priority=1),
 ]
 
 INFERENCE_SERVICE_COLUMNS = [

@@ -75,7 +75,7 @@ def _default(field: FieldInfo) -> Any:
     if isinstance(value, BaseModel):
         # an empty object lets the API server apply the nested defaults
         return {}
-    if value is None or value == [] or value == {}:
+    if value is None or value in ([], {}):
         return None
     return value
 

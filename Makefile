@@ -1,0 +1,66 @@
+# The project's vocabulary. Every target sets up what it needs, so on a fresh machine
+# `make demo` and `make test` are the only two commands anyone has to know.
+
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+PY          := $(BIN)/python
+TESTBED_DIR ?= .cache/testbed
+export PYTHONPATH := $(CURDIR)/hack/testbed
+
+.PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer \
+        bench-server bench-operator testbed-up testbed-down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' -e ./trainer-image
+	touch $@
+
+venv: $(VENV)/.installed  ## the Python environment: operator, trainer (torch) and test tools
+
+tools:  ## build the control-plane binaries from the pinned Go modules (no-op when built)
+	hack/build-tools.sh
+
+crds: venv  ## regenerate crds/ and the chart's copy from the API models
+	$(BIN)/aidc crds
+
+crds-check: venv
+	$(BIN)/aidc crds --check
+
+lint: venv  ## ruff and mypy (strict on operator/aidc)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-unit: venv  ## tests that need nothing built: models, CRDs, decisions, trainer, server
+	$(BIN)/pytest -m "not cluster and not e2e"
+
+test-cluster: venv tools  ## tests against the loopback control plane
+	$(BIN)/pytest -m "cluster or e2e"
+
+test: venv tools crds-check lint  ## everything CI runs: lint, generated files, all tests
+	$(BIN)/pytest
+
+testbed-up: venv tools  ## start the loopback control plane by hand (kubeconfig in .cache/testbed)
+	$(PY) -m aidc_testbed up --dir $(TESTBED_DIR)
+
+testbed-down:  ## stop it
+	$(PY) -m aidc_testbed down --dir $(TESTBED_DIR)
+
+demo: venv tools  ## the main job: control plane, operator, the examples (see README)
+	$(PY) -m aidc_testbed.demo --dir $(TESTBED_DIR)
+
+demo-down: testbed-down  ## stop what the demo left running
+
+bench: bench-trainer  ## every benchmark that exists so far, each printing a table
+
+bench-trainer: venv
+	$(PY) benchmarks/trainer/bench_trainer.py
+
+clean:  ## remove the environment, the built tools and the test bed
+	-$(PY) -m aidc_testbed down --dir $(TESTBED_DIR)
+	rm -rf $(VENV) .cache

@@ -1,0 +1,1 @@
+"""Compute: the pods of a training gang and of a serving Deployment."""

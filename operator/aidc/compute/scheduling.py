@@ -1,0 +1,86 @@
+"""Gang scheduling through the engines people already run: Kueue, Volcano, Coscheduling.
+
+The operator only labels pods and, for Volcano and Coscheduling, creates the PodGroup; the
+engine decides when the whole gang may start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aidc.api.trainingjob import TrainingJob
+from aidc.compute.labels import job_labels, owner_reference
+
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
+KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_RETRIABLE = "kueue.x-k8s.io/retriable-in-group"
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+VOLCANO_GROUP = "scheduling.k8s.io/group-name"
+COSCHEDULING_GROUP = "scheduling.x-k8s.io/pod-group"
+VOLCANO_SCHEDULER = "volcano"
+COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
+
+
+def group_name(job: TrainingJob) -> str:
+    return str(job.metadata["name"])
+
+
+def gang_labels(job: TrainingJob) -> dict[str, str]:
+    policy = job.spec.scheduling_policy
+    if policy.gang_scheduler == "Kueue":
+        labels = {KUEUE_GROUP: group_name(job)}
+        if policy.queue:
+            labels[KUEUE_QUEUE] = policy.queue
+        return labels
+    if policy.gang_scheduler == "Coscheduling":
+        return {COSCHEDULING_GROUP: group_name(job)}
+    return {}
+
+
+def gang_annotations(job: TrainingJob) -> dict[str, str]:
+    policy = job.spec.scheduling_policy
+    if policy.gang_scheduler == "Kueue":
+        return {KUEUE_TOTAL: str(job.spec.replicas)}
+    if policy.gang_scheduler == "Volcano":
+        return {VOLCANO_GROUP: group_name(job)}
+    return {}
+
+
+def scheduler_name(job: TrainingJob) -> str | None:
+    policy = job.spec.scheduling_policy
+    if policy.scheduler_name:
+        return policy.scheduler_name
+    return {"Volcano": VOLCANO_SCHEDULER, "Coscheduling": COSCHEDULING_SCHEDULER}.get(policy.gang_scheduler)
+
+
+def _min_resources(job: TrainingJob) -> dict[str, str]:
+    resources = job.spec.resources
+    total: dict[str, str] = {}
+    if resources.gpus:
+        total[resources.gpu_resource] = str(resources.gpus * job.spec.replicas)
+    return total
+
+
+def pod_group(job: TrainingJob) -> dict[str, Any] | None:
+    """The PodGroup Volcano or scheduler-plugins needs, owned by the job; None for the others."""
+    policy = job.spec.scheduling_policy
+    metadata = {
+        "name": group_name(job),
+        "namespace": job.metadata["namespace"],
+        "labels": job_labels(job, component="podgroup"),
+        "ownerReferences": [owner_reference(job)],
+    }
+    spec: dict[str, Any] = {"minMember": job.spec.replicas}
+    if minimum := _min_resources(job):
+        spec["minResources"] = minimum
+    if policy.gang_scheduler == "Volcano":
+        if policy.queue:
+            spec["queue"] = policy.queue
+        if policy.placement.priority_class_name:
+            spec["priorityClassName"] = policy.placement.priority_class_name
+        return {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup", "metadata": metadata, "spec": spec}
+    if policy.gang_scheduler == "Coscheduling":
+        spec["scheduleTimeoutSeconds"] = policy.schedule_timeout_seconds
+        return {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup", "metadata": metadata, "spec": spec}
+    return None

@@ -1,0 +1,1 @@
+"""Management: observe the cluster, decide what to do (pure), apply it (thin), report it."""

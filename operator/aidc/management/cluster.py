@@ -1,0 +1,154 @@
+"""The thin layer that talks to the API server: create-or-ignore, delete, status patches, events.
+
+Everything blocking runs in a bounded thread pool, never on kopf's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from aidc.api.common import GROUP, VERSION
+from aidc.management import metrics
+from aidc.management.plan import Event, PodDeletion
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_CUSTOM_KINDS = {
+    "PodGroup": None,  # plural and group come from apiVersion
+}
+
+
+class CreationRefusedError(Exception):
+    """The API server refused an object (not a conflict): the reason goes into status."""
+
+    def __init__(self, kind: str, name: str, status: int, message: str) -> None:
+        super().__init__(f"creating {kind} {name} was refused ({status}): {message}")
+        self.kind, self.name, self.status, self.message = kind, name, status, message
+
+
+def _api_message(error: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)
+
+
+class Cluster:
+    """Async facade over the official client, sized for many concurrent reconciles."""
+
+    def __init__(self, api: client.ApiClient, max_concurrency: int = 64) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="aidc-api")
+
+    async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except ApiException as error:
+            metrics.API_REQUESTS.labels(verb, resource, str(error.status)).inc()
+            raise
+        metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
+        return result
+
+    async def create(self, body: dict[str, Any]) -> bool:
+        """Creates ``body``; False when it already exists (names are deterministic)."""
+        kind, meta = body["kind"], body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        creators: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.create_namespaced_pod,
+            "Service": self.core.create_namespaced_service,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+        }
+        try:
+            if kind in creators:
+                await self._call("create", kind.lower(), creators[kind], namespace, body)
+            else:
+                group, version = body["apiVersion"].split("/")
+                plural = kind.lower() + "s"
+                await self._call(
+                    "create",
+                    plural,
+                    self.custom.create_namespaced_custom_object,
+                    group,
+                    version,
+                    namespace,
+                    plural,
+                    body,
+                )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise CreationRefusedError(kind, name, error.status or 0, _api_message(error)) from error
+        return True
+
+    async def delete_pod(self, namespace: str, deletion: PodDeletion) -> None:
+        options = client.V1DeleteOptions(grace_period_seconds=0) if deletion.force else None
+        try:
+            await self._call("delete", "pods", self.core.delete_namespaced_pod, deletion.name, namespace, body=options)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patches the status subresource; returns the object as the API server now has it."""
+        result: dict[str, Any] = await self._call(
+            "patch",
+            f"{plural}/status",
+            self.custom.patch_namespaced_custom_object_status,  # type: ignore[arg-type]
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": patch},
+        )
+        return result
+
+    async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                "delete", plural, self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def post_event(self, owner: dict[str, Any], event: Event) -> None:
+        """A core/v1 Event on the custom resource; failures are logged, never fatal."""
+        meta = owner["metadata"]
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": owner.get("apiVersion"),
+                "kind": owner.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": "aidc-operator"},
+            "reportingComponent": "aidc-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._call("create", "events", self.core.create_namespaced_event, meta["namespace"], body)
+        except ApiException as error:
+            log.warning("could not post event %s on %s: %s", event.reason, meta["name"], error.reason)

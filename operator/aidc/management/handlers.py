@@ -1,0 +1,147 @@
+"""kopf wiring: watch events feed indexes and poke the per-resource workers. Nothing else.
+
+Run with ``kopf run -m aidc.management.handlers`` (``aidc run`` does it with the settings of
+the Helm chart). Handlers only observe: all decisions live in the pure decision modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import start_http_server
+
+from aidc import contract
+from aidc.management import metrics
+from aidc.management.cluster import Cluster
+from aidc.management.observe import rank_pod_from
+from aidc.management.training_reconciler import TrainingReconciler
+from aidc.management.workers import Workers
+from aidc.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+GROUP_VERSION = ("aidc.io", "v1alpha1")
+
+
+class _Operator:
+    """The state one operator process holds; built at start-up."""
+
+    training: TrainingReconciler
+    training_workers: Workers
+
+
+STATE = _Operator()
+
+
+def _api_client(settings: OperatorSettings) -> client.ApiClient:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    configuration = client.Configuration.get_default_copy()
+    # one connection per concurrent call: urllib3's default pool of 10 serialises a gang's creation
+    configuration.connection_pool_maxsize = settings.max_concurrent_api_calls
+    return client.ApiClient(configuration)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+    operator = OperatorSettings.from_env()
+    settings.persistence.finalizer = f"{contract.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=contract.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    cluster = Cluster(_api_client(operator), operator.max_concurrent_api_calls)
+    STATE.training = TrainingReconciler(cluster, operator)
+    STATE.training_workers = Workers(
+        "TrainingJob",
+        STATE.training.reconcile,
+        operator.resync_seconds,
+        lambda kind: metrics.RECONCILE_ERRORS.labels(kind).inc(),
+    )
+    if operator.metrics_port:
+        start_http_server(operator.metrics_port)
+    metrics.JOBS.clear()
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    if hasattr(STATE, "training_workers"):
+        await STATE.training_workers.stop()
+
+
+# -- indexes: kopf fills them before any handler runs, so no pass ever lists pods -------------
+
+
+@kopf.index("pods", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
+def gang_pods(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> Any:
+    pod = rank_pod_from(dict(body))
+    if pod is None:
+        return None
+    owner = next((r.get("uid") for r in body.metadata.get("ownerReferences", []) if r.get("controller")), None)
+    return {(namespace, labels[contract.LABEL_JOB_NAME]): (owner, pod)}
+
+
+@kopf.index("services", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
+def job_services(namespace: str, name: str, **_: Any) -> Any:
+    return {(namespace, name): True}
+
+
+@kopf.index("persistentvolumeclaims")
+def claims(namespace: str, name: str, status: kopf.Status, **_: Any) -> Any:
+    return {(namespace, name): status.get("phase")}
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def _bind_indexes(
+    gang_pods: kopf.Index[Any, Any], job_services: kopf.Index[Any, Any], claims: kopf.Index[Any, Any]
+) -> None:
+    training = STATE.training
+    training.pods, training.services, training.claims = gang_pods, job_services, claims
+
+
+@kopf.on.event(*GROUP_VERSION, "trainingjobs")
+async def training_job_event(
+    event: dict[str, Any],
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    gang_pods: kopf.Index[Any, Any],
+    job_services: kopf.Index[Any, Any],
+    claims: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    _bind_indexes(gang_pods, job_services, claims)
+    if event.get("type") == "DELETED":
+        await STATE.training_workers.forget((namespace, name))
+    else:
+        STATE.training_workers.offer((namespace, name), dict(body))
+    _count_phases()
+
+
+@kopf.on.event("pods", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
+def rank_pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    STATE.training_workers.poke((namespace, labels[contract.LABEL_JOB_NAME]))
+
+
+@kopf.on.event("services", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
+def rendezvous_service_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    STATE.training_workers.poke((namespace, labels[contract.LABEL_JOB_NAME]))
+
+
+def _count_phases() -> None:
+    counts: dict[str, int] = {}
+    for phase in STATE.training_workers.phases():
+        counts[phase or "Pending"] = counts.get(phase or "Pending", 0) + 1
+    for phase in ("Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed"):
+        metrics.JOBS.labels(phase).set(counts.get(phase, 0))

@@ -1,0 +1,28 @@
+"""The operator's Prometheus metrics (served on the metrics port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREFIX = "aidc_operator"
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+JOBS = Gauge(f"{PREFIX}_trainingjobs", "TrainingJobs by phase", ["phase"])
+TRANSITIONS = Counter(f"{PREFIX}_trainingjob_transitions_total", "Phase transitions", ["from_phase", "to_phase"])
+RESTARTS = Counter(f"{PREFIX}_trainingjob_restarts_total", "Whole-gang restarts", ["reason"])
+TIME_TO_RUNNING = Histogram(
+    f"{PREFIX}_trainingjob_time_to_running_seconds",
+    "From the job's creation to all ranks running",
+    buckets=LATENCY_BUCKETS,
+)
+SCHEDULING_WAIT = Histogram(
+    f"{PREFIX}_trainingjob_scheduling_wait_seconds",
+    "From the gang's creation to all ranks running (queueing and scheduling)",
+    buckets=LATENCY_BUCKETS,
+)
+RECONCILE_SECONDS = Histogram(
+    f"{PREFIX}_reconcile_duration_seconds", "One reconcile pass", ["kind"], buckets=LATENCY_BUCKETS
+)
+RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Reconcile passes that raised", ["kind"])
+API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Kubernetes API writes", ["verb", "resource", "code"])
+INVALID_SPECS = Counter(f"{PREFIX}_invalid_specs_total", "Resources whose spec could not be parsed", ["kind"])

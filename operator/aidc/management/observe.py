@@ -1,0 +1,115 @@
+"""What the operator needs to know about a pod, read from its Kubernetes form once.
+
+Everything the decision function looks at is here, as plain values, so decisions can be
+tested with tables of ``RankPod`` values instead of whole pod objects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aidc import contract
+
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+def parse_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class RankPod:
+    """One observed pod of a gang."""
+
+    name: str
+    rank: int
+    attempt: int
+    phase: str = "Pending"
+    created: datetime | None = None
+    deletion: datetime | None = None  # deletionTimestamp: when the grace period ends
+    scheduled: bool = False
+    unschedulable: str | None = None  # the scheduler's message
+    gated: bool = False  # scheduling gates (Kueue admission)
+    image_pull_error: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None  # Evicted, OOMKilled, DeadlineExceeded, ...
+    message: str | None = None  # termination message
+    disrupted: str | None = None  # DisruptionTarget reason: node lost, preempted
+    progress: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def deleting(self) -> bool:
+        return self.deletion is not None
+
+    @property
+    def running(self) -> bool:
+        return self.phase == "Running" and not self.deleting
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+def _trainer_status(status: dict[str, Any]) -> dict[str, Any]:
+    statuses = status.get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == "trainer"), statuses[0] if statuses else {})
+
+
+def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
+    """A RankPod from a pod object, or None when the pod is not a rank (no rank/attempt labels)."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    try:
+        rank = int(labels[contract.LABEL_REPLICA_INDEX])
+        attempt = int(labels[contract.LABEL_GANG_ATTEMPT])
+    except (KeyError, TypeError, ValueError):
+        return None
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled", {})
+    disruption = conditions.get("DisruptionTarget", {})
+    container = _trainer_status(status)
+    state = container.get("state") or {}
+    waiting = state.get("waiting") or {}
+    terminated = state.get("terminated") or {}
+    progress = None
+    raw_progress = (metadata.get("annotations") or {}).get(contract.ANNOTATION_PROGRESS)
+    if raw_progress:
+        try:
+            parsed = json.loads(raw_progress)
+            progress = parsed if isinstance(parsed, dict) else None
+        except ValueError:
+            progress = None  # a half-written heartbeat is ignored, the next one will do
+    return RankPod(
+        name=str(metadata.get("name")),
+        rank=rank,
+        attempt=attempt,
+        phase=str(status.get("phase") or "Pending"),
+        created=parse_time(metadata.get("creationTimestamp")),
+        deletion=parse_time(metadata.get("deletionTimestamp")),
+        scheduled=bool(spec.get("nodeName")) or scheduled.get("status") == "True",
+        unschedulable=scheduled.get("message") if scheduled.get("reason") == "Unschedulable" else None,
+        gated=bool(spec.get("schedulingGates")),
+        image_pull_error=(
+            f"{waiting.get('reason')}: {waiting.get('message', '')}".strip(": ")
+            if waiting.get("reason") in IMAGE_PULL_REASONS
+            else None
+        ),
+        exit_code=terminated.get("exitCode"),
+        reason=terminated.get("reason") or status.get("reason"),
+        message=(terminated.get("message") or status.get("message") or None),
+        disrupted=disruption.get("reason") if disruption.get("status") == "True" else None,
+        progress=progress,
+    )
+
+
+def is_owned_by(pod: dict[str, Any], uid: str) -> bool:
+    """Pods created by hand with our labels are not adopted: only the controller owner counts."""
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)

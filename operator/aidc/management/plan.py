@@ -1,0 +1,38 @@
+"""What a reconcile pass decided: objects to create, pods to delete, the status, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the custom resource, marking a transition."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PodDeletion:
+    name: str
+    force: bool = False  # grace period 0: the node is gone and will never confirm
+
+
+@dataclass
+class Plan:
+    """Decided actions; the apply layer carries them out in this order: create, delete, status, events."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[PodDeletion] = field(default_factory=list)
+    status: dict[str, Any] | None = None
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    delete_resource: bool = False
+
+    def requeue(self, seconds: float) -> None:
+        """Ask to be called again within ``seconds`` (the earliest request wins)."""
+        seconds = max(seconds, 0.5)
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)

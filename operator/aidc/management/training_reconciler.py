@@ -1,0 +1,193 @@
+"""Observe -> decide -> apply for one TrainingJob."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from aidc.api import TrainingJob, describe_validation_error
+from aidc.api.trainingjob import TrainingJobStatus
+from aidc.compute.scheduling import group_name, pod_group
+from aidc.management import metrics
+from aidc.management.cluster import Cluster, CreationRefusedError
+from aidc.management.conditions import set_condition
+from aidc.management.observe import RankPod
+from aidc.management.patching import merge_patch
+from aidc.management.plan import Event, Plan
+from aidc.management.training_decision import TrainingObservation, decide
+from aidc.management.workers import Memory
+from aidc.network.rendezvous import service_name
+from aidc.settings import OperatorSettings
+from aidc.storage.claims import checkpoint_claim_name
+
+log = logging.getLogger(__name__)
+PLURAL = "trainingjobs"
+
+# index lookups: (namespace, job) -> [(controller uid, RankPod)], (namespace, name) -> value
+PodIndex = Mapping[tuple[str, str], Iterable[tuple[str | None, RankPod]]]
+NameIndex = Mapping[tuple[str, str], Any]
+
+
+class TrainingReconciler:
+    """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one job."""
+
+    def __init__(self, cluster: Cluster, settings: OperatorSettings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.pods: PodIndex = {}
+        self.services: NameIndex = {}
+        self.claims: NameIndex = {}
+
+    def observe(self, job: TrainingJob, memory: Memory) -> TrainingObservation:
+        namespace, name, uid = job.metadata["namespace"], job.metadata["name"], job.metadata["uid"]
+        key = (namespace, name)
+        pods = [pod for owner, pod in self.pods.get(key, ()) if owner == uid]
+        now_loop = time.monotonic()
+        seen = {pod.name for pod in pods}
+        memory.expected = {
+            n: t
+            for n, t in memory.expected.items()
+            if n not in seen and now_loop - t < self.settings.expectation_seconds
+        }
+        claim = checkpoint_claim_name(job)
+        group = pod_group(job)
+        return TrainingObservation(
+            job=job,
+            pods=pods,
+            now=datetime.now(UTC),
+            settings=self.settings,
+            service_exists=(namespace, service_name(job)) in self.services,
+            claim_exists=claim is None or (namespace, claim) in self.claims,
+            pod_group_exists=group is None or f"podgroup/{group_name(job)}" in memory.ensured,
+            expected=frozenset(memory.expected),
+        )
+
+    async def reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
+        started = time.monotonic()
+        try:
+            return await self._reconcile(body, memory)
+        finally:
+            metrics.RECONCILE_SECONDS.labels("TrainingJob").observe(time.monotonic() - started)
+
+    async def _reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return None, None  # garbage collection removes what it owned
+        try:
+            job = TrainingJob.model_validate(body)
+        except ValidationError as error:
+            return await self._invalid(body, describe_validation_error(error)), None
+        plan = decide(self.observe(job, memory))
+        creation_error = await self._apply_objects(job, plan, memory)
+        if creation_error is not None:
+            plan = self._with_creation_error(job, plan, creation_error)
+        return await self._apply_status(job, body, plan, memory), plan.requeue_after
+
+    async def _apply_objects(self, job: TrainingJob, plan: Plan, memory: Memory) -> CreationRefusedError | None:
+        namespace = job.metadata["namespace"]
+
+        async def create(obj: dict[str, Any]) -> None:
+            await self.cluster.create(obj)
+            if obj["kind"] == "Pod":
+                memory.expected[obj["metadata"]["name"]] = time.monotonic()
+            elif obj["kind"] == "PodGroup":
+                memory.ensured.add(f"podgroup/{obj['metadata']['name']}")
+
+        # supporting objects first (the pods need the Service and the claim), then the gang at once
+        first = [o for o in plan.create if o["kind"] != "Pod"]
+        pods = [o for o in plan.create if o["kind"] == "Pod"]
+        error: CreationRefusedError | None = None
+        for batch in (first, pods):
+            results = await asyncio.gather(*(create(o) for o in batch), return_exceptions=True)
+            for result in results:
+                if isinstance(result, CreationRefusedError):
+                    error = error or result
+                elif isinstance(result, BaseException):
+                    raise result
+        await asyncio.gather(*(self.cluster.delete_pod(namespace, d) for d in plan.delete))
+        if plan.delete_resource:
+            await self.cluster.delete_custom(PLURAL, namespace, job.metadata["name"])
+        return error
+
+    def _with_creation_error(self, job: TrainingJob, plan: Plan, error: CreationRefusedError) -> Plan:
+        """An object the API server refused (quota, admission, a bad podTemplate) becomes the reason."""
+        status = TrainingJobStatus.model_validate(plan.status or (job.status.to_wire() if job.status else {}))
+        now = datetime.now(UTC)
+        conditions = set_condition(
+            list(status.conditions),
+            "Scheduled",
+            "False",
+            "CreationFailed",
+            str(error),
+            int(job.metadata.get("generation") or 0) or None,
+            now,
+        )
+        plan.status = status.model_copy(update={"conditions": conditions}).to_wire()
+        plan.events.append(Event("Warning", "CreationFailed", str(error)))
+        plan.requeue(30)
+        return plan
+
+    async def _apply_status(
+        self, job: TrainingJob, body: dict[str, Any], plan: Plan, memory: Memory
+    ) -> dict[str, Any] | None:
+        updated = None
+        old = body.get("status") or {}
+        if plan.status is not None and not plan.delete_resource:
+            patch = merge_patch(old, plan.status)
+            if patch:
+                updated = await self.cluster.patch_status(
+                    PLURAL, job.metadata["namespace"], job.metadata["name"], patch
+                )
+        self._account(job, old, plan.status or old, memory)
+        for event in plan.events:
+            await self.cluster.post_event(body, event)
+        return updated
+
+    def _account(self, job: TrainingJob, old: dict[str, Any], new: dict[str, Any], memory: Memory) -> None:
+        before, after = old.get("phase"), new.get("phase")
+        memory.phase = after
+        if before == after:
+            return
+        metrics.TRANSITIONS.labels(before or "New", after or "Pending").inc()
+        if after == "Restarting":
+            reason = next((c["reason"] for c in new.get("conditions", []) if c["type"] == "Restarting"), "Unknown")
+            metrics.RESTARTS.labels(reason).inc()
+        if after == "Running":
+            created = job.metadata.get("creationTimestamp")
+            now = datetime.now(UTC)
+            if created and new.get("restarts", 0) == 0:
+                born = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+                metrics.TIME_TO_RUNNING.observe((now - born).total_seconds())
+            gang = new.get("gangCreatedTime")
+            if gang:
+                metrics.SCHEDULING_WAIT.observe(
+                    (now - datetime.fromisoformat(gang.replace("Z", "+00:00"))).total_seconds()
+                )
+
+    async def _invalid(self, body: dict[str, Any], problem: str) -> dict[str, Any] | None:
+        """A spec the API server admitted but the operator cannot use: a condition, never a crash."""
+        meta = body["metadata"]
+        metrics.INVALID_SPECS.labels("TrainingJob").inc()
+        old = body.get("status") or {}
+        try:
+            status = TrainingJobStatus.model_validate(old)
+        except ValidationError:
+            status = TrainingJobStatus()
+        now = datetime.now(UTC)
+        generation = int(meta.get("generation") or 0) or None
+        message = f"invalid spec: {problem}"
+        conditions = set_condition(list(status.conditions), "Failed", "True", "InvalidSpec", message, generation, now)
+        new = status.model_copy(
+            update={"phase": "Failed", "conditions": conditions, "observed_generation": generation}
+        ).to_wire()
+        patch = merge_patch(old, new)
+        if not patch:
+            return None
+        updated = await self.cluster.patch_status(PLURAL, meta["namespace"], meta["name"], patch)
+        await self.cluster.post_event(body, Event("Warning", "InvalidSpec", message))
+        return updated

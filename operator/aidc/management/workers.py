@@ -1,0 +1,113 @@
+"""One coalescing worker per custom resource.
+
+Watch events (of the resource and of the pods it owns) only *poke* its worker; the worker
+reconciles once for any number of pokes that arrived meanwhile, so a burst of pod events
+becomes one pass and one status write. Passes of one resource never overlap; passes of
+different resources run concurrently. Each worker also wakes on its own after the requeue
+interval its last pass asked for (backoff, timeouts) or the resync interval (safety net).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class Memory:
+    """What a worker remembers between passes (lost on restart, by design harmless)."""
+
+    # pod name -> loop time of creation, until the watch delivers the pod
+    expected: dict[str, float] = field(default_factory=dict)
+    # keys of supporting objects known to exist (pod groups: their CRD may not be watchable)
+    ensured: set[str] = field(default_factory=set)
+    phase: str | None = None
+
+
+Reconcile = Callable[[dict[str, Any], Memory], Awaitable[tuple[dict[str, Any] | None, float | None]]]
+
+
+def _version(body: dict[str, Any] | None) -> int:
+    try:
+        return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass
+class _Worker:
+    body: dict[str, Any]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    memory: Memory = field(default_factory=Memory)
+    task: asyncio.Task[None] | None = None
+
+
+class Workers:
+    """The workers of one kind of resource."""
+
+    def __init__(self, kind: str, reconcile: Reconcile, resync_seconds: float, on_error: Callable[[str], None]) -> None:
+        self.kind = kind
+        self._reconcile = reconcile
+        self._resync = resync_seconds
+        self._on_error = on_error
+        self._workers: dict[Key, _Worker] = {}
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def phases(self) -> list[str | None]:
+        return [w.memory.phase for w in self._workers.values()]
+
+    def offer(self, key: Key, body: dict[str, Any]) -> None:
+        """A new version of the resource: keep the newest and wake its worker."""
+        worker = self._workers.get(key)
+        if worker is None:
+            worker = self._workers[key] = _Worker(body=body)
+            worker.task = asyncio.create_task(self._run(key, worker), name=f"{self.kind}/{key[0]}/{key[1]}")
+        elif _version(body) >= _version(worker.body):
+            worker.body = body
+        worker.wake.set()
+
+    def poke(self, key: Key) -> None:
+        """Something the resource owns changed: reconcile soon."""
+        worker = self._workers.get(key)
+        if worker is not None:
+            worker.wake.set()
+
+    async def forget(self, key: Key) -> None:
+        """The resource is gone: stop its worker."""
+        worker = self._workers.pop(key, None)
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.task
+
+    async def stop(self) -> None:
+        for key in list(self._workers):
+            await self.forget(key)
+
+    async def _run(self, key: Key, worker: _Worker) -> None:
+        timeout: float = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wake.wait(), timeout=timeout)
+            worker.wake.clear()
+            try:
+                updated, requeue = await self._reconcile(worker.body, worker.memory)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug or an API outage must not kill the worker
+                log.exception("reconciling %s %s/%s failed; retrying", self.kind, *key)
+                self._on_error(self.kind)
+                updated, requeue = None, 5.0
+            if updated is not None and _version(updated) >= _version(worker.body):
+                worker.body = updated
+            timeout = min(requeue, self._resync) if requeue is not None else self._resync

@@ -1,0 +1,47 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """What the operator needs to know about the cluster it runs in."""
+
+    trainer_image: str = "ghcr.io/aidc/trainer:0.1.0-cpu"
+    image_pull_policy: str = "IfNotPresent"
+    # namespaces the operator watches; empty means cluster-wide
+    namespaces: tuple[str, ...] = ()
+    metrics_port: int = 8000
+    health_port: int = 8080
+    # a safety net: every job is reconciled at least this often even without events
+    resync_seconds: int = 60
+    # pods stuck Terminating this long past their grace period (their node is gone) are force-deleted
+    stuck_terminating_seconds: int = 60
+    # pods created but never observed within this long are treated as gone
+    expectation_seconds: int = 30
+    max_concurrent_api_calls: int = 64
+    cluster_domain: str = "cluster.local"
+    extra_pod_labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        namespaces = tuple(n for n in os.environ.get("AIDC_NAMESPACES", "").replace(",", " ").split() if n)
+        return cls(
+            trainer_image=os.environ.get("AIDC_TRAINER_IMAGE", cls.trainer_image),
+            image_pull_policy=os.environ.get("AIDC_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            namespaces=namespaces,
+            metrics_port=_int("AIDC_METRICS_PORT", cls.metrics_port),
+            health_port=_int("AIDC_HEALTH_PORT", cls.health_port),
+            resync_seconds=_int("AIDC_RESYNC_SECONDS", cls.resync_seconds),
+            stuck_terminating_seconds=_int("AIDC_STUCK_TERMINATING_SECONDS", cls.stuck_terminating_seconds),
+            expectation_seconds=_int("AIDC_EXPECTATION_SECONDS", cls.expectation_seconds),
+            max_concurrent_api_calls=_int("AIDC_MAX_CONCURRENT_API_CALLS", cls.max_concurrent_api_calls),
+            cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
+        )

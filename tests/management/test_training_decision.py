@@ -1,0 +1,270 @@
+"""The TrainingJob decision as tables: observed state -> planned actions and status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from aidc.api import TrainingJob
+from aidc.management.observe import RankPod
+from aidc.management.plan import Plan
+from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None, **meta: Any) -> TrainingJob:
+    body: dict[str, Any] = {
+        "metadata": {"name": "mnist", "namespace": "ml", "uid": "u-1", "generation": 1, **meta},
+        "spec": {"replicas": 2, "trainer": {"task": "classifier"}, **(spec or {})},
+    }
+    if status is not None:
+        body["status"] = status
+    return TrainingJob.model_validate(body)
+
+
+def pod(rank: int, phase: str = "Running", attempt: int = 0, **fields: Any) -> RankPod:
+    fields.setdefault("scheduled", True)
+    return RankPod(name=f"mnist-{rank}", rank=rank, attempt=attempt, phase=phase, **fields)
+
+
+def ago(seconds: float) -> str:
+    return (NOW - timedelta(seconds=seconds)).isoformat()
+
+
+def run(j: TrainingJob, pods: list[RankPod], **obs: Any) -> Plan:
+    return decide(TrainingObservation(job=j, pods=pods, now=NOW, **obs))
+
+
+def status_of(plan: Plan) -> dict[str, Any]:
+    assert plan.status is not None
+    return plan.status
+
+
+def reasons(plan: Plan) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status_of(plan)["conditions"]}
+
+
+RUNNING = {"phase": "Running", "gangCreatedTime": ago(60), "gangRunningTime": ago(50), "startTime": ago(50)}
+
+
+def test_new_job_creates_service_and_every_rank() -> None:
+    plan = run(job(), [], service_exists=False)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in plan.create]
+    assert kinds == [("Service", "mnist"), ("Pod", "mnist-0"), ("Pod", "mnist-1")]
+    assert status_of(plan)["phase"] == "Pending"
+    assert reasons(plan)["Scheduled"] == ("False", "Creating")
+
+
+def test_created_but_unseen_pods_are_not_created_twice() -> None:
+    plan = run(job(), [], expected=frozenset({"mnist-0", "mnist-1"}))
+    assert plan.create == []
+    assert status_of(plan)["gangCreatedTime"]
+
+
+def test_sized_checkpoint_claim_is_created_without_owner_by_default() -> None:
+    plan = run(job({"storage": {"checkpoints": {"size": "5Gi"}}}), [], claim_exists=False)
+    (claim,) = [o for o in plan.create if o["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == "mnist-checkpoints"
+    assert "ownerReferences" not in claim["metadata"]  # Retain: checkpoints outlive the job
+
+
+def test_missing_named_claim_waits_with_a_reason() -> None:
+    plan = run(job({"storage": {"checkpoints": {"claimName": "gone"}}}), [], claim_exists=False)
+    assert plan.create == []
+    assert reasons(plan)["Scheduled"] == ("False", "ClaimNotFound")
+
+
+@pytest.mark.parametrize(
+    ("pods", "phase", "condition", "expected"),
+    [
+        (
+            [pod(0, scheduled=True), pod(1, "Pending", scheduled=False, unschedulable="0/4 nodes: Insufficient gpu")],
+            "Pending",
+            "Scheduled",
+            ("False", "WaitingForGang"),
+        ),
+        ([pod(0, "Pending", gated=True), pod(1, "Pending", gated=True)], "Queued", "Scheduled", ("False", "Queued")),
+        (
+            [pod(0, "Pending", image_pull_error="ErrImagePull: not found"), pod(1)],
+            "Pending",
+            "Running",
+            ("False", "ImagePullFailed"),
+        ),
+        ([pod(0), pod(1, "Pending")], "Pending", "Running", ("False", "ContainersStarting")),
+        ([pod(0), pod(1)], "Running", "Running", ("True", "Running")),
+        ([pod(0, "Succeeded"), pod(1)], "Running", "Running", ("True", "Running")),
+    ],
+    ids=["waiting-for-gang", "queued-by-kueue", "image-pull", "starting", "running", "rank0-done-rank1-running"],
+)
+def test_gang_states(pods: list[RankPod], phase: str, condition: str, expected: tuple[str, str]) -> None:
+    plan = run(job(status={"phase": "Pending", "gangCreatedTime": ago(10)}), pods)
+    assert status_of(plan)["phase"] == phase
+    assert reasons(plan)[condition] == expected
+
+
+def test_unschedulable_after_the_timeout_keeps_waiting_or_fails_by_policy() -> None:
+    pods = [pod(0), pod(1, "Pending", scheduled=False, unschedulable="0/4 nodes are available: Insufficient gpu")]
+    waiting = run(job({"schedulingPolicy": {"scheduleTimeoutSeconds": 30}}, {"gangCreatedTime": ago(31)}), pods)
+    assert reasons(waiting)["Scheduled"] == ("False", "Unschedulable")
+    assert "Insufficient gpu" in status_of(waiting)["conditions"][0]["message"]
+    failing = run(
+        job(
+            {"schedulingPolicy": {"scheduleTimeoutSeconds": 30, "onScheduleTimeout": "Fail"}},
+            {"gangCreatedTime": ago(31)},
+        ),
+        pods,
+    )
+    assert status_of(failing)["phase"] == "Failed"
+    assert reasons(failing)["Failed"] == ("True", "Unschedulable")
+
+
+def test_all_ranks_exit_zero_succeeds_and_cleans_running_pods_only() -> None:
+    plan = run(job(status=RUNNING), [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)])
+    assert status_of(plan)["phase"] == "Succeeded"
+    assert reasons(plan)["Succeeded"] == ("True", "Succeeded")
+    assert status_of(plan)["completionTime"]
+    assert plan.delete == []  # cleanPodPolicy Running keeps finished pods for their logs
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "outcome"),
+    [
+        ({}, 143, "Restarting"),
+        ({}, 137, "Restarting"),
+        ({}, 1, "Failed"),
+        ({"restartPolicy": "OnFailure"}, 1, "Restarting"),
+        ({"restartPolicy": "OnFailure"}, 65, "Failed"),
+        ({"restartPolicy": "OnFailure"}, 78, "Failed"),
+        ({"restartPolicy": "Never"}, 143, "Failed"),
+        ({"retryableExitCodes": [42]}, 42, "Restarting"),
+    ],
+)
+def test_failed_rank_restarts_or_fails_by_policy(policy: dict[str, Any], code: int, outcome: str) -> None:
+    plan = run(job({"failurePolicy": policy}, RUNNING), [pod(0), pod(1, "Failed", exit_code=code, message="boom")])
+    status = status_of(plan)
+    assert status["phase"] == outcome
+    if outcome == "Failed":
+        assert reasons(plan)["Failed"] == ("True", "Failed")
+        message = next(c["message"] for c in status["conditions"] if c["type"] == "Failed")
+        assert f"rank 1 (pod mnist-1) exited with code {code}: boom" in message
+    else:
+        assert status["restarts"] == 1 and status["gangAttempt"] == 1
+        assert sorted(d.name for d in plan.delete) == ["mnist-0", "mnist-1"]  # the whole gang goes
+        assert plan.requeue_after == backoff_seconds(10, 1)
+
+
+def test_backoff_limit_ends_the_job() -> None:
+    status = {**RUNNING, "restarts": 3, "gangAttempt": 3}
+    plan = run(job(status=status), [pod(0, attempt=3), pod(1, "Failed", attempt=3, exit_code=143)])
+    assert status_of(plan)["phase"] == "Failed"
+    assert reasons(plan)["Failed"] == ("True", "BackoffLimitExceeded")
+
+
+def test_vanished_rank_after_the_gang_was_complete_restarts_it() -> None:
+    plan = run(job(status=RUNNING), [pod(0)])
+    assert status_of(plan)["phase"] == "Restarting"
+    assert reasons(plan)["Restarting"] == ("True", "RankLost")
+
+
+def test_evicted_rank_is_a_retryable_loss() -> None:
+    plan = run(job(status=RUNNING), [pod(0), pod(1, "Failed", reason="Evicted", message="node low on memory")])
+    assert reasons(plan)["Restarting"] == ("True", "RankLost")
+
+
+def test_restarting_waits_for_backoff_then_for_old_pods_then_recreates_the_same_names() -> None:
+    restarting = {"phase": "Restarting", "restarts": 1, "gangAttempt": 1, "lastRestartTime": ago(5)}
+    waiting = run(job(status=restarting), [pod(0, attempt=0, deletion=NOW)])
+    assert waiting.create == [] and waiting.requeue_after is not None and waiting.requeue_after <= 5
+    after_backoff = {**restarting, "lastRestartTime": ago(11)}
+    old_pod_left = run(job(status=after_backoff), [pod(0, attempt=0, deletion=NOW)])
+    assert [o["metadata"]["name"] for o in old_pod_left.create] == ["mnist-1"]
+    recreated = run(job(status=after_backoff), [])
+    pods = [o for o in recreated.create if o["kind"] == "Pod"]
+    assert [p["metadata"]["name"] for p in pods] == ["mnist-0", "mnist-1"]
+    assert {p["metadata"]["labels"]["aidc.io/gang-attempt"] for p in pods} == {"1"}
+    assert pods[1]["spec"]["hostname"] == "mnist-1" and pods[1]["spec"]["subdomain"] == "mnist"
+
+
+def test_pod_stuck_terminating_on_a_lost_node_is_force_deleted() -> None:
+    lingering = pod(1, deletion=NOW - timedelta(seconds=61))
+    plan = run(job(status=RUNNING), [pod(0), lingering])
+    assert any(d.name == "mnist-1" and d.force for d in plan.delete)
+
+
+def test_stalled_heartbeat_restarts_the_gang() -> None:
+    status = {**RUNNING, "gangRunningTime": ago(300), "progress": {"step": 5, "lastHeartbeatTime": ago(200)}}
+    plan = run(job({"failurePolicy": {"hangTimeoutSeconds": 120}}, status), [pod(0), pod(1)])
+    assert reasons(plan)["Restarting"] == ("True", "Stalled")
+    fresh = {**status, "progress": {"step": 5, "lastHeartbeatTime": ago(10)}}
+    assert (
+        status_of(run(job({"failurePolicy": {"hangTimeoutSeconds": 120}}, fresh), [pod(0), pod(1)]))["phase"]
+        == "Running"
+    )
+
+
+def test_heartbeat_lands_in_progress_checkpoint_and_model() -> None:
+    beat = {
+        "step": 50,
+        "totalSteps": 200,
+        "epoch": 1,
+        "loss": 0.25,
+        "metrics": {"accuracy": 0.9},
+        "checkpoint": {"path": "ckpt-000000050.pt", "step": 50},
+        "model": {"path": "export/final"},
+        "time": ago(1),
+    }
+    plan = run(job({"storage": {"checkpoints": {"size": "1Gi"}}}, RUNNING), [pod(0, progress=beat), pod(1)])
+    status = status_of(plan)
+    assert status["progress"]["percent"] == 25 and status["progress"]["metrics"] == {"accuracy": 0.9}
+    assert status["checkpoint"]["path"] == "mnist/ckpt-000000050.pt"
+    assert status["model"] == {"claimName": "mnist-checkpoints", "path": "mnist/export/final", "step": 50}
+
+
+def test_suspend_deletes_the_gang_and_resume_starts_a_new_attempt() -> None:
+    plan = run(job({"runPolicy": {"suspend": True}}, RUNNING), [pod(0), pod(1)])
+    assert status_of(plan)["phase"] == "Suspended" and status_of(plan)["gangAttempt"] == 1
+    assert len(plan.delete) == 2
+    resumed = run(job(status={**status_of(plan)}), [])
+    assert status_of(resumed)["phase"] == "Pending"
+    assert reasons(resumed)["Suspended"] == ("False", "Resumed")
+    assert len([o for o in resumed.create if o["kind"] == "Pod"]) == 2
+
+
+def test_deadline_fails_the_job_and_stops_running_ranks() -> None:
+    plan = run(job({"runPolicy": {"activeDeadlineSeconds": 30}}, RUNNING), [pod(0), pod(1)])
+    assert reasons(plan)["Failed"] == ("True", "DeadlineExceeded")
+    assert sorted(d.name for d in plan.delete) == ["mnist-0", "mnist-1"]
+
+
+@pytest.mark.parametrize(("policy", "deleted"), [("All", 2), ("Running", 1), ("None", 0)])
+def test_clean_pod_policy_on_a_finished_job(policy: str, deleted: int) -> None:
+    finished = {"phase": "Failed", "completionTime": ago(1)}
+    plan = run(job({"runPolicy": {"cleanPodPolicy": policy}}, finished), [pod(0), pod(1, "Failed", exit_code=1)])
+    assert len(plan.delete) == deleted
+
+
+def test_ttl_deletes_the_finished_job() -> None:
+    done = {"phase": "Succeeded", "completionTime": ago(100)}
+    assert run(job({"runPolicy": {"ttlSecondsAfterFinished": 60}}, done), []).delete_resource
+    later = run(job({"runPolicy": {"ttlSecondsAfterFinished": 600}}, done), [])
+    assert not later.delete_resource and later.requeue_after == pytest.approx(500, abs=1)
+
+
+def test_nothing_changes_nothing_is_written() -> None:
+    first = run(job(status=RUNNING), [pod(0), pod(1)])
+    settled = job(status=status_of(first))
+    again = run(settled, [pod(0), pod(1)])
+    assert again.status is None and again.create == [] and again.delete == [] and again.events == []
+
+
+def test_stale_pods_of_an_old_attempt_are_deleted() -> None:
+    plan = run(job(status={**RUNNING, "gangAttempt": 2}), [pod(0, attempt=2), pod(1, attempt=2), pod(1, attempt=1)])
+    assert [d.name for d in plan.delete] == ["mnist-1"]
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_seconds(10, n) for n in (1, 2, 3)] == [10, 20, 40]
+    assert backoff_seconds(10, 20) == 600
