@@ -28,6 +28,29 @@ def _crds(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    import kopf
+
+    from aidc.management import handlers  # noqa: F401  (registers the handlers)
+    from aidc.settings import OperatorSettings
+
+    settings = OperatorSettings.from_env()
+    namespaces = args.namespace or list(settings.namespaces)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    kopf.run(
+        standalone=args.standalone,
+        peering_name=args.peering,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aidc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument("--out", action="append", help="directory to write (repeatable); crds/ and the chart by default")
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
     crds.set_defaults(run=_crds)
+    run = commands.add_parser("run", help="run the operator (kopf) against the current kubeconfig or in-cluster")
+    run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--standalone", action="store_true", help="no peering: the only operator replica")
+    run.add_argument("--peering", default=None, help="kopf peering object name (with --no-standalone)")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.set_defaults(run=_run)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -7,6 +7,7 @@ from typing import Any
 from aidc import contract
 from aidc.api.trainingjob import TrainingJob
 from aidc.compute.environment import rank_environment
+from aidc.compute.identity import TRAINER_SERVICE_ACCOUNT
 from aidc.compute.labels import job_labels, owner_reference
 from aidc.compute.podspec import merge_pod_spec, resource_requirements, restricted_security_context
 from aidc.compute.scheduling import gang_annotations, gang_labels, scheduler_name
@@ -80,6 +81,7 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
         "subdomain": service_name(job),
         # the gang restarts as a whole; a lone rank restarting in place would hang the others
         "restartPolicy": "Never",
+        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -103,6 +105,8 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
     if scheduler:
         pod_spec["schedulerName"] = scheduler
     template = spec.pod_template
+    if "serviceAccountName" in template.spec:  # the user's identity (and heartbeat rights) instead of ours
+        pod_spec["serviceAccountName"] = template.spec["serviceAccountName"]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -73,11 +73,22 @@ def _default(field: FieldInfo) -> Any:
     else:
         value = field.default
     if isinstance(value, BaseModel):
-        # an empty object lets the API server apply the nested defaults
-        return {}
+        # spelled out in full: CEL rules see a default as written, before nested defaults apply
+        value = _without_empty(value.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return value
     if value is None or value in ([], {}):
         return None
     return value
+
+
+def _without_empty(value: dict[str, Any]) -> dict[str, Any]:
+    pruned = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _without_empty(item)
+        if item not in ({}, []):
+            pruned[key] = item
+    return pruned
 
 
 def type_schema(annotation: Any, metadata: list[Any]) -> Schema:

@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aidc.api.common import GROUP, VERSION
+from aidc.compute.identity import trainer_identity
 from aidc.management import metrics
 from aidc.management.plan import Event, PodDeletion
 
@@ -51,6 +52,8 @@ class Cluster:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+        self._identities: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="aidc-api")
 
     async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -71,6 +74,9 @@ class Cluster:
             "Pod": self.core.create_namespaced_pod,
             "Service": self.core.create_namespaced_service,
             "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": self.rbac.create_namespaced_role,
+            "RoleBinding": self.rbac.create_namespaced_role_binding,
         }
         try:
             if kind in creators:
@@ -93,6 +99,14 @@ class Cluster:
                 return False
             raise CreationRefusedError(kind, name, error.status or 0, _api_message(error)) from error
         return True
+
+    async def ensure_trainer_identity(self, namespace: str) -> None:
+        """The trainer's ServiceAccount, Role and RoleBinding in ``namespace``, once per process."""
+        if namespace in self._identities:
+            return
+        for obj in trainer_identity(namespace):
+            await self.create(obj)
+        self._identities.add(namespace)
 
     async def delete_pod(self, namespace: str, deletion: PodDeletion) -> None:
         options = client.V1DeleteOptions(grace_period_seconds=0) if deletion.force else None

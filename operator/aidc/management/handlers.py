@@ -7,6 +7,7 @@ the Helm chart). Handlers only observe: all decisions live in the pure decision 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -39,7 +40,8 @@ def _api_client(settings: OperatorSettings) -> client.ApiClient:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        # KUBECONFIG is read now, not at import time as the client's default does
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     configuration = client.Configuration.get_default_copy()
     # one connection per concurrent call: urllib3's default pool of 10 serialises a gang's creation
     configuration.connection_pool_maxsize = settings.max_concurrent_api_calls
@@ -70,6 +72,12 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     if operator.metrics_port:
         start_http_server(operator.metrics_port)
     metrics.JOBS.clear()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster token, else the kubeconfig KUBECONFIG names when the operator starts."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.cleanup()

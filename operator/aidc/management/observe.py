@@ -7,7 +7,7 @@ tested with tables of ``RankPod`` values instead of whole pod objects.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ class RankPod:
     reason: str | None = None  # Evicted, OOMKilled, DeadlineExceeded, ...
     message: str | None = None  # termination message
     disrupted: str | None = None  # DisruptionTarget reason: node lost, preempted
-    progress: dict[str, Any] | None = field(default=None, compare=False)
+    progress: dict[str, Any] | None = None
 
     @property
     def deleting(self) -> bool:

@@ -101,6 +101,8 @@ class TrainingReconciler:
         # supporting objects first (the pods need the Service and the claim), then the gang at once
         first = [o for o in plan.create if o["kind"] != "Pod"]
         pods = [o for o in plan.create if o["kind"] == "Pod"]
+        if pods:
+            await self.cluster.ensure_trainer_identity(namespace)
         error: CreationRefusedError | None = None
         for batch in (first, pods):
             results = await asyncio.gather(*(create(o) for o in batch), return_exceptions=True)
