@@ -84,10 +84,9 @@ def _default(field: FieldInfo) -> Any:
 def _without_empty(value: dict[str, Any]) -> dict[str, Any]:
     pruned = {}
     for key, item in value.items():
-        if isinstance(item, dict):
-            item = _without_empty(item)
-        if item not in ({}, []):
-            pruned[key] = item
+        kept = _without_empty(item) if isinstance(item, dict) else item
+        if kept not in ({}, []):
+            pruned[key] = kept
     return pruned
 
 
