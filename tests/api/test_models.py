@@ -94,3 +94,17 @@ def test_every_field_has_a_description(kind: type[BaseModel]) -> None:
         if not field.description
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ({"restartPolicy": "Always"}, "spec.podTemplate.spec: restartPolicy cannot be overridden"),
+        ({"containers": [{"image": "sidecar"}]}, "spec.podTemplate.spec: containers must be a list of objects"),
+    ],
+)
+def test_pod_template_overrides_the_api_server_cannot_check(override: dict[str, Any], words: str) -> None:
+    body = {**TRAINING_JOB, "spec": {**TRAINING_JOB["spec"], "podTemplate": {"spec": override}}}
+    with pytest.raises(ValidationError) as caught:
+        parse(body)
+    assert describe_validation_error(caught.value).startswith(words)

@@ -320,3 +320,30 @@ def test_heartbeat_annotation_lands_in_status(
         )
         assert job["status"]["progress"]["percent"] == 25
         assert job["status"]["checkpoint"]["path"] == "beat/ckpt-000000030.pt"
+
+
+def test_a_spec_the_api_server_admits_but_the_operator_cannot_use_becomes_a_condition(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    bad = {"replicas": 1, "podTemplate": {"spec": {"restartPolicy": "Always"}}}
+    with run_operator(namespace):
+        create(kube, namespace, TJ, training_job("odd", bad))
+        failed = wait_for(
+            lambda: get(kube, namespace, TJ, "odd"),
+            until=lambda j: condition_is(j, "Failed", "InvalidSpec"),
+            timeout=30,
+        )
+        message = condition(failed, "Failed")["message"]  # type: ignore[index]
+        assert message.startswith("invalid spec: spec.podTemplate.spec: restartPolicy cannot be overridden")
+        assert pods(kube, namespace, "odd") == []
+        # fixing the spec lets the job start, and the operator kept running all along
+        client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+            "aidc.io",
+            "v1alpha1",
+            namespace,
+            TJ,
+            "odd",
+            [{"op": "remove", "path": "/spec/podTemplate/spec/restartPolicy"}],
+            _content_type="application/json-patch+json",
+        )
+        wait_for(lambda: get(kube, namespace, TJ, "odd"), until=lambda j: condition_is(j, "Running"), timeout=60)

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aidc.api.base import ApiModel, CelRule, StatusModel
 from aidc.api.markers import FreeFormObject, FreeFormValue, ListMapKeys, Quantity
@@ -97,6 +97,27 @@ class PodTemplateOverrides(ApiModel):
             "runtimeClassName). Containers merge by name; the operator's own fields win on conflict."
         ),
     )
+
+    @field_validator("spec")
+    @classmethod
+    def _spec_is_mergeable(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return _check_pod_spec_overrides(spec)
+
+
+# pod-spec fields the operator owns: a gang restarts as a whole and ranks find each other by hostname
+OPERATOR_OWNED_POD_FIELDS = ("hostname", "subdomain", "restartPolicy")
+
+
+def _check_pod_spec_overrides(spec: dict[str, Any]) -> dict[str, Any]:
+    """Checks the free-form pod-spec overrides where the API server cannot (they are schemaless)."""
+    owned = [key for key in OPERATOR_OWNED_POD_FIELDS if key in spec]
+    if owned:
+        raise ValueError(f"{', '.join(owned)} cannot be overridden: the operator sets them for the gang")
+    for key in ("containers", "initContainers", "volumes"):
+        items = spec.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("name") for i in items):
+            raise ValueError(f"{key} must be a list of objects, each with a name")
+    return spec
 
 
 class Placement(ApiModel):
