@@ -52,14 +52,18 @@ testbed-down:  ## stop it
 	$(PY) -m aidc_testbed down --dir $(TESTBED_DIR)
 
 demo: venv tools  ## the main job: control plane, operator, the examples (see README)
-	$(PY) -m aidc_testbed.demo --dir $(TESTBED_DIR)
+	$(PY) hack/demo.py --dir $(TESTBED_DIR)
 
-demo-down: testbed-down  ## stop what the demo left running
+demo-down:  ## stop the operator and the control plane the demo left running
+	$(PY) hack/demo.py --dir $(TESTBED_DIR) --down
 
-bench: bench-trainer  ## every benchmark that exists so far, each printing a table
+bench: bench-trainer bench-server  ## every benchmark that exists so far, each printing a table
 
-bench-trainer: venv
+bench-trainer: venv  ## trainer samples/s vs a hand-written DDP loop; checkpoint save/load seconds
 	$(PY) benchmarks/trainer/bench_trainer.py
+
+bench-server: venv  ## model server req/s and p50/p99, batched vs unbatched, at 1/16/64 clients
+	$(PY) benchmarks/server/bench_server.py
 
 clean:  ## remove the environment, the built tools and the test bed
 	-$(PY) -m aidc_testbed down --dir $(TESTBED_DIR)

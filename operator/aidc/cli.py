@@ -41,6 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # one INFO line per handled event drowns what matters at any scale
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     kopf.run(
         standalone=args.standalone,
         peering_name=args.peering,
