@@ -1,0 +1,204 @@
+"""The HTTP surface: Open Inference Protocol v2 REST routes, KServe v1 ``:predict``, ``/metrics``.
+
+Handlers stay thin: they look the model up, read the body within its limit, hand the JSON to
+``protocol`` for validation, the rows to the batcher, and the outputs back to ``protocol`` for
+encoding. One middleware turns every refusal into ``{"error": "..."}`` with its status and
+records each request's count and latency by route template, so every error path is observable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Final
+
+from aiohttp import web
+
+from aidc_trainer.serving.batcher import DynamicBatcher
+from aidc_trainer.serving.metrics import CONTENT_TYPE, ServerMetrics
+from aidc_trainer.serving.protocol import (
+    ProtocolError,
+    encode_infer_response,
+    encode_v1_predictions,
+    parse_infer_request,
+    parse_v1_instances,
+)
+from aidc_trainer.serving.servable import Servable
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME: Final = "aidc-model-server"
+MODEL_VERSION: Final = "1"
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("aidc-trainer")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass
+class ServingState:
+    """What the handlers share; ``servable`` and ``batcher`` appear once the model is loaded."""
+
+    model_name: str
+    max_request_bytes: int
+    metrics: ServerMetrics
+    servable: Servable | None = None
+    batcher: DynamicBatcher | None = None
+    ready: bool = False
+
+    def set_ready(self, ready: bool) -> None:
+        """Readiness gates traffic (the pod's readiness probe), so it is also a metric."""
+        self.ready = ready
+        self.metrics.ready.set(1 if ready else 0)
+
+
+STATE: Final = web.AppKey("state", ServingState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn refusals into JSON errors and count every request by route template and code."""
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except ProtocolError as error:
+        response = _error(error.status, error.message)
+    except web.HTTPException as error:  # the router's 404 and 405, aiohttp's own 413
+        response = _error(error.status, f"{error.reason}: {request.method} {request.path}")
+    except Exception as error:
+        log.exception("request %s %s failed", request.method, request.path)
+        response = _error(500, f"internal error: {type(error).__name__}: {error}")
+    resource = request.match_info.route.resource
+    endpoint = resource.canonical if resource is not None else "unmatched"
+    code = str(response.status)
+    metrics = request.app[STATE].metrics
+    metrics.requests.labels(endpoint, code).inc()
+    metrics.request_seconds.labels(endpoint, code).observe(time.perf_counter() - started)
+    return response
+
+
+def _served(request: web.Request) -> tuple[ServingState, Servable, DynamicBatcher]:
+    """The model a request names, or the refusal: 404 for another name, 503 while loading."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    if name != state.model_name:
+        raise ProtocolError(f"unknown model '{name}'; this server serves '{state.model_name}'", status=404)
+    version = request.match_info.get("version")
+    if version is not None and version != MODEL_VERSION:
+        raise ProtocolError(
+            f"model '{name}' has no version '{version}'; it has '{MODEL_VERSION}'", status=404
+        )
+    if not state.ready or state.servable is None or state.batcher is None:
+        raise ProtocolError(f"model '{name}' is not ready yet", status=503)
+    return state, state.servable, state.batcher
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    """The body as JSON; 413 beyond ``limit`` bytes (checked before reading when declared)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise ProtocolError(
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes", status=413
+        )
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as error:
+        raise ProtocolError(f"request body exceeds the limit of {limit} bytes", status=413) from error
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ProtocolError(f"malformed JSON: {error}") from error
+    except RecursionError as error:
+        raise ProtocolError("malformed JSON: nested too deeply") from error
+
+
+async def live(request: web.Request) -> web.Response:
+    """The process answers: liveness never depends on the model, or a slow load would be killed."""
+    return web.Response(status=200)
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 once the model is loaded and warmed up; a 4xx before, as the protocol asks."""
+    return web.Response(status=200 if request.app[STATE].ready else 400)
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return web.json_response({"name": SERVER_NAME, "version": _package_version(), "extensions": []})
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    try:
+        _served(request)
+    except ProtocolError as error:
+        return web.Response(status=400 if error.status == 503 else error.status)
+    return web.Response(status=200)
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    state, servable, _ = _served(request)
+    return web.json_response(
+        {
+            "name": state.model_name,
+            "versions": [MODEL_VERSION],
+            "platform": servable.platform,
+            "inputs": [spec.to_json() for spec in servable.inputs],
+            "outputs": [spec.to_json() for spec in servable.outputs],
+        }
+    )
+
+
+async def infer(request: web.Request) -> web.Response:
+    state, servable, batcher = _served(request)
+    parsed = parse_infer_request(
+        await _read_json(request, state.max_request_bytes), servable.inputs, servable.outputs
+    )
+    work = servable.prepare(parsed.inputs, parsed.parameters)
+    tensors = await batcher.submit(work)
+    body = encode_infer_response(
+        state.model_name, MODEL_VERSION, parsed.id, tensors, servable.outputs, parsed.outputs
+    )
+    return web.json_response(body)
+
+
+async def predict_v1(request: web.Request) -> web.Response:
+    """KServe v1 compatibility: instances are rows of the model's primary input."""
+    state, servable, batcher = _served(request)
+    primary = servable.primary_input
+    rows = parse_v1_instances(await _read_json(request, state.max_request_bytes), primary)
+    work = servable.prepare({primary.name: rows}, {})
+    tensors = await batcher.submit(work)
+    return web.json_response(encode_v1_predictions(tensors, servable.outputs))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def create_app(state: ServingState) -> web.Application:
+    """The application; the body limit is enforced by aiohttp too, for bodies of unknown length."""
+    app = web.Application(middlewares=[observe], client_max_size=state.max_request_bytes)
+    app[STATE] = state
+    app.router.add_get("/v2/health/live", live)
+    app.router.add_get("/v2/health/ready", ready)
+    app.router.add_get("/v2", server_metadata)
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        app.router.add_get(prefix, model_metadata)
+        app.router.add_get(prefix + "/ready", model_ready)
+        app.router.add_post(prefix + "/infer", infer)
+    app.router.add_post("/v1/models/{model}:predict", predict_v1)
+    app.router.add_get("/metrics", metrics)
+    return app

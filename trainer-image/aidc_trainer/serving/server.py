@@ -1,0 +1,128 @@
+"""The server process: listen first, then load and warm up the model, then report ready.
+
+Listening before the model is loaded lets the liveness probe pass during a long load (a large
+model from network storage) while readiness keeps traffic away. Readiness needs a warm-up that
+went through the same inference thread and servable as real requests: the first CUDA forward
+pass compiles kernels and allocates memory, and a model that cannot run at all must never be
+reported ready. A model that fails to load or warm up ends the process with a code the operator
+can act on (65: the export is bad) rather than idling unready forever.
+
+SIGTERM marks the server unready, stops accepting connections, lets the requests in flight
+finish (they still need the batcher), then stops the batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from aiohttp import web
+
+from aidc_trainer.errors import TrainerError
+from aidc_trainer.logs import configure_logging, fields
+from aidc_trainer.serving.app import ServingState, create_app
+from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
+from aidc_trainer.serving.metrics import ServerMetrics
+from aidc_trainer.serving.model import LoadedModel, load_model
+from aidc_trainer.serving.settings import ServerSettings, parse_settings
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[], LoadedModel]
+SHUTDOWN_SECONDS = 20.0
+
+
+async def start_serving(state: ServingState, load: Loader, *, max_batch_size: int, max_delay: float) -> None:
+    """Load the model off the event loop, warm it up, and only then mark the server ready.
+
+    The warm-up runs one row and a full batch in the inference thread, outside the metrics, so
+    the batch-size histogram only ever shows what clients caused.
+    """
+    loaded = await asyncio.to_thread(load)
+    state.metrics.model_load_seconds.set(loaded.load_seconds)
+    servable = loaded.servable
+    batcher = DynamicBatcher(
+        servable.run, max_batch_size=max_batch_size, max_delay=max_delay, metrics=state.metrics
+    )
+    started = time.perf_counter()
+    for rows in sorted({1, max_batch_size}):
+        work = servable.example(rows)
+        outputs = await batcher.warm_up(work)
+        missing = {spec.name for spec in servable.outputs} - outputs.keys()
+        if missing:
+            raise TrainerError(f"warm-up of {rows} rows returned no {', '.join(sorted(missing))}")
+        split_rows(outputs, [rows])  # raises unless every output has one row per input row
+    state.metrics.warmup_seconds.set(time.perf_counter() - started)
+    state.servable, state.batcher = servable, batcher
+    batcher.start()
+    state.set_ready(True)
+    log.info(
+        "ready",
+        extra=fields(
+            task=servable.task,
+            device=str(loaded.device),
+            loadSeconds=round(loaded.load_seconds, 3),
+            job=loaded.manifest.get("job"),
+            step=loaded.manifest.get("step"),
+        ),
+    )
+
+
+async def serve(settings: ServerSettings, load: Loader | None = None) -> int:
+    """Run until SIGTERM or SIGINT; the exit code says why the process ended."""
+    state = ServingState(settings.model_name, settings.max_request_bytes, ServerMetrics())
+    runner = web.AppRunner(
+        create_app(state), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    log.info("listening", extra=fields(host=settings.host, port=port, model=settings.model_name))
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stopping.set)
+    loader = load or partial(load_model, settings.model_dir, settings.device)
+    loading = asyncio.create_task(
+        start_serving(
+            state, loader, max_batch_size=settings.max_batch_size, max_delay=settings.max_delay_ms / 1000.0
+        )
+    )
+    stop = asyncio.create_task(stopping.wait())
+    code = 0
+    try:
+        await asyncio.wait({loading, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if loading.done() and loading.exception() is not None:
+            error = loading.exception()
+            code = error.exit_code if isinstance(error, TrainerError) else 1
+            log.error("the model could not be served", extra=fields(error=str(error), exitCode=code))
+        else:
+            await stop
+    finally:
+        state.set_ready(False)
+        loading.cancel()
+        stop.cancel()
+        await runner.cleanup()
+        if state.batcher is not None:
+            await state.batcher.close()
+    log.info("stopped", extra=fields(exitCode=code))
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aidc_trainer.serving``."""
+    configure_logging(rank=0)
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except TrainerError as error:
+        log.error("invalid server settings", extra=fields(error=str(error)))
+        return error.exit_code
+    return asyncio.run(serve(settings))

@@ -1,0 +1,126 @@
+"""The server's settings: command-line flags, each with an ``AIDC_*`` environment fallback.
+
+The operator configures serving pods through the environment (it renders the InferenceService's
+``batching`` into ``AIDC_MAX_BATCH_SIZE`` and ``AIDC_MAX_DELAY_MS``), while people running the
+image by hand reach for flags; a flag wins over the variable. A bad value is a config error
+(exit 78, never worth a restart) with a message naming the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from aidc_trainer import contract
+from aidc_trainer.errors import ConfigError
+
+ENV_MODEL_DIR: Final = "AIDC_MODEL_DIR"
+ENV_MODEL_NAME: Final = "AIDC_MODEL_NAME"
+ENV_HTTP_PORT: Final = "AIDC_HTTP_PORT"
+ENV_MAX_BATCH_SIZE: Final = "AIDC_MAX_BATCH_SIZE"
+ENV_MAX_DELAY_MS: Final = "AIDC_MAX_DELAY_MS"
+ENV_MAX_REQUEST_BYTES: Final = "AIDC_MAX_REQUEST_BYTES"
+ENV_DEVICE: Final = "AIDC_DEVICE"
+
+DEVICES: Final = ("auto", "cpu", "cuda")
+# The name is a URL path segment (/v2/models/<name>/infer) and usually a Kubernetes object name.
+_MODEL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Validated settings of one server process."""
+
+    model_dir: Path = Path(contract.MODEL_MOUNT)
+    model_name: str = "model"
+    host: str = "0.0.0.0"  # a pod's server must be reachable through its Service
+    port: int = contract.SERVER_PORT
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    max_request_bytes: int = 8 * 1024 * 1024
+    device: str = "auto"
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def read(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be in [{low}, {high}]")
+        return value
+
+    return read
+
+
+def _delay_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 60_000:
+        raise ValueError("must be in [0, 60000] milliseconds")
+    return value
+
+
+def _model_name(text: str) -> str:
+    if not _MODEL_NAME.match(text):
+        raise ValueError("must start with a letter or digit and hold only letters, digits, '_', '.', '-'")
+    return text
+
+
+def _device(text: str) -> str:
+    if text not in DEVICES:
+        raise ValueError(f"must be one of {', '.join(DEVICES)}")
+    return text
+
+
+# (flag, variable, parser, default, help)
+_FLAGS: Final[tuple[tuple[str, str | None, Callable[[str], object], object, str], ...]] = (
+    (
+        "--model-dir",
+        ENV_MODEL_DIR,
+        Path,
+        Path(contract.MODEL_MOUNT),
+        "exported model folder (read-only is fine)",
+    ),
+    ("--model-name", ENV_MODEL_NAME, _model_name, "model", "the name clients use in /v2/models/<name>"),
+    ("--host", None, str, "0.0.0.0", "address to listen on"),
+    ("--port", ENV_HTTP_PORT, _bounded_int(0, 65535), contract.SERVER_PORT, "HTTP port (0: any free port)"),
+    ("--max-batch-size", ENV_MAX_BATCH_SIZE, _bounded_int(1, 4096), 32, "rows per forward pass, at most"),
+    ("--max-delay-ms", ENV_MAX_DELAY_MS, _delay_ms, 5.0, "longest wait for a batch to fill, in milliseconds"),
+    (
+        "--max-request-bytes",
+        ENV_MAX_REQUEST_BYTES,
+        _bounded_int(1024, 1 << 31),
+        8 * 1024 * 1024,
+        "body limit",
+    ),
+    ("--device", ENV_DEVICE, _device, "auto", "auto (cuda when available), cpu or cuda"),
+)
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSettings:
+    """Read the flags, falling back to the environment, then to the defaults."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aidc_trainer.serving",
+        description="Serve an exported aidc model over the Open Inference Protocol v2 (REST).",
+    )
+    for flag, variable, _, default, text in _FLAGS:
+        suffix = f" (env {variable}; default {default})" if variable else f" (default {default})"
+        parser.add_argument(flag, default=None, help=text + suffix)
+    namespace = vars(parser.parse_args(list(argv)))
+    values: dict[str, object] = {}
+    for flag, variable, read, default, _ in _FLAGS:
+        attribute = flag.removeprefix("--").replace("-", "_")
+        raw = namespace[attribute]
+        source = flag
+        if raw is None and variable is not None and environ.get(variable, "") != "":
+            raw, source = environ[variable], variable
+        if raw is None:
+            values[attribute] = default
+            continue
+        try:
+            values[attribute] = read(raw)
+        except ValueError as error:
+            raise ConfigError(f"{source}={raw!r}: {error}") from error
+    return ServerSettings(**values)  # type: ignore[arg-type]
