@@ -7,22 +7,27 @@ import sys
 from pathlib import Path
 
 REPO_CRD_DIRS = (Path("crds"), Path("charts/aidc-operator/crds"))
+API_REFERENCE = Path("docs/api-reference.md")
 
 
 def _crds(args: argparse.Namespace) -> int:
     from aidc.crdgen.definitions import dump, render_crds, write_crds
+    from aidc.crdgen.reference import render_reference
 
     directories = [Path(d) for d in args.out] if args.out else list(REPO_CRD_DIRS)
+    reference = None if args.out else API_REFERENCE
     if not args.check:
         for path in write_crds(*directories):
             print(f"wrote {path}")
+        if reference is not None:
+            reference.parent.mkdir(parents=True, exist_ok=True)
+            reference.write_text(render_reference())
+            print(f"wrote {reference}")
         return 0
-    stale = [
-        directory / name
-        for directory in directories
-        for name, crd in render_crds().items()
-        if not (directory / name).is_file() or (directory / name).read_text() != dump(crd)
-    ]
+    expected = {directory / name: dump(crd) for directory in directories for name, crd in render_crds().items()}
+    if reference is not None:
+        expected[reference] = render_reference()
+    stale = [path for path, text in expected.items() if not path.is_file() or path.read_text() != text]
     for path in stale:
         print(f"{path} differs from the models; run `make crds`", file=sys.stderr)
     return 1 if stale else 0
@@ -57,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aidc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     crds = commands.add_parser("crds", help="write crds/*.yaml (and the chart's copy) from the API models")
-    crds.add_argument("--out", action="append", help="directory to write (repeatable); crds/ and the chart by default")
+    crds.add_argument(
+        "--out", action="append", help="directory to write (repeatable); crds/, the chart and docs/ by default"
+    )
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
     crds.set_defaults(run=_crds)
     run = commands.add_parser("run", help="run the operator (kopf) against the current kubeconfig or in-cluster")

@@ -88,3 +88,11 @@ def test_names_printer_columns_and_subresources() -> None:
     columns = lambda crd: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]  # noqa: E731
     assert columns(tj)[:5] == ["Phase", "Ready", "Progress", "Restarts", "Age"]
     assert columns(isvc) == ["Phase", "Ready", "URL", "Model", "Age"]
+
+
+def test_api_reference_is_generated_from_the_models() -> None:
+    from aidc.crdgen.reference import render_reference
+
+    text = (ROOT / "docs" / "api-reference.md").read_text()
+    assert text == render_reference(), "docs/api-reference.md is stale: run `make crds`"
+    assert "`spec.failurePolicy.hangTimeoutSeconds`" in text and "`spec.model.storageUri`" in text
