@@ -1,0 +1,111 @@
+"""What the test bed builds, checked without starting it (no binaries needed).
+
+The kwok stage files and the Python constants name the same annotations and labels; the nodes,
+volumes and command lines carry what the cluster tests and the operator rely on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aidc_testbed import (
+    ANNOTATION_EXIT_AFTER,
+    ANNOTATION_EXIT_CODE,
+    GPU_RESOURCE,
+    KUBELET_UP,
+    LABEL_KUBELET,
+    TestbedConfig,
+    WaitTimeoutError,
+    exit_annotations,
+    wait_for,
+)
+from aidc_testbed.components import Ports, command_lines
+from aidc_testbed.config import default_kwok_stages
+from aidc_testbed.layout import Layout
+from aidc_testbed.nodes import node_manifest
+from aidc_testbed.storage import POOL_ACCESS_MODES, POOL_SIZES, pool_volume_manifests
+
+
+def stages() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in default_kwok_stages():
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["kind"] == "Stage", path
+            assert doc["metadata"]["name"] not in found, "stage names must be unique"
+            found[doc["metadata"]["name"]] = doc
+    return found
+
+
+def test_kwok_plays_the_default_lifecycle_and_the_exit_stages() -> None:
+    assert set(stages()) == {
+        "node-initialize", "node-heartbeat",
+        "pod-ready", "pod-complete", "pod-delete", "aidc-pod-exit", "aidc-pod-restart",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["aidc-pod-exit", "aidc-pod-restart"])
+def test_exit_stages_read_the_annotations_the_package_names(name: str) -> None:
+    text = yaml.safe_dump(stages()[name])
+    assert f'annotations["{ANNOTATION_EXIT_CODE}"]' in text
+    assert stages()[name]["spec"]["delay"]["durationFrom"]["expressionFrom"] == (
+        f'.metadata.annotations["{ANNOTATION_EXIT_AFTER}"]'
+    )
+
+
+def test_job_pods_still_complete_unless_a_test_chose_their_exit() -> None:
+    keys = [e["key"] for e in stages()["pod-complete"]["spec"]["selector"]["matchExpressions"]]
+    assert f'.metadata.annotations["{ANNOTATION_EXIT_CODE}"]' in keys
+
+
+def test_exit_annotations_reject_codes_a_process_cannot_return() -> None:
+    assert exit_annotations(3, "5s") == {ANNOTATION_EXIT_CODE: "3", ANNOTATION_EXIT_AFTER: "5s"}
+    with pytest.raises(ValueError, match="256"):
+        exit_annotations(256)
+
+
+def test_nodes_advertise_gpus_and_own_pod_address_ranges() -> None:
+    config = TestbedConfig(nodes=300, gpus_per_node=8)
+    manifests = [node_manifest(i, config) for i in (0, 1, 299)]
+    assert [m["status"]["allocatable"][GPU_RESOURCE] for m in manifests] == ["8", "8", "8"]
+    assert all(m["metadata"]["labels"][LABEL_KUBELET] == KUBELET_UP for m in manifests)
+    assert len({m["spec"]["podCIDR"] for m in manifests}) == 3
+    cpu_only = node_manifest(0, TestbedConfig(gpus_per_node=0))
+    assert GPU_RESOURCE not in cpu_only["status"]["allocatable"]
+    assert "nvidia.com/gpu.present" not in cpu_only["metadata"]["labels"]
+
+
+def test_volume_pool_covers_every_size_and_access_mode_set(tmp_path: Path) -> None:
+    pool = pool_volume_manifests(32, tmp_path)
+    shapes = {(pv["spec"]["capacity"]["storage"], tuple(pv["spec"]["accessModes"])) for pv in pool}
+    assert shapes == {(size, modes) for size in POOL_SIZES for modes in POOL_ACCESS_MODES}
+    assert len({pv["metadata"]["name"] for pv in pool}) == 32
+    assert all(pv["spec"]["hostPath"]["path"].startswith(str(tmp_path)) for pv in pool)
+
+
+def test_api_server_enforces_rbac_and_issues_service_account_tokens(tmp_path: Path) -> None:
+    config = TestbedConfig(state_dir=tmp_path, eviction_toleration_seconds=7)
+    argv = command_lines(config, Layout(tmp_path), Ports(1, 2, 3, 4, 5, 6))
+    apiserver = argv["kube-apiserver"]
+    assert "--authorization-mode=Node,RBAC" in apiserver
+    assert "--default-unreachable-toleration-seconds=7" in apiserver
+    assert any(a.startswith("--service-account-signing-key-file=") for a in apiserver)
+    assert f"--manage-nodes-with-label-selector={LABEL_KUBELET}={KUBELET_UP}" in argv["kwok"]
+    assert list(argv) == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+
+
+def test_wait_for_reports_the_last_observed_value() -> None:
+    with pytest.raises(WaitTimeoutError, match=r"phase Running: .* last observed: 'Pending'"):
+        wait_for(
+            lambda: "Pending",
+            until=lambda p: p == "Running",
+            timeout=0.05,
+            interval=0.01,
+            message="phase Running",
+        )
+    with pytest.raises(WaitTimeoutError, match="last observed: KeyError"):
+        wait_for(lambda: {}["pod"], ignore=(KeyError,), timeout=0.05, interval=0.01)
+    assert wait_for(lambda: "Running", until=lambda p: p == "Running") == "Running"
