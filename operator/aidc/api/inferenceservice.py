@@ -121,6 +121,7 @@ class ServedModel(StatusModel):
     path: str = Field(description="Folder inside the claim.")
     training_job: str | None = Field(default=None, description="TrainingJob that exported it.")
     step: int | None = Field(default=None, description="Training step of the export.")
+    size_bytes: int | None = Field(default=None, description="Size of the weights, when the TrainingJob reported it.")
 
 
 class InferenceServiceStatus(StatusModel):

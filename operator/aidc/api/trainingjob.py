@@ -313,6 +313,7 @@ class ModelStatus(StatusModel):
     path: str = Field(description="Folder of the final model (model.pt and manifest.json) inside the claim.")
     best_path: str | None = Field(default=None, description="Folder of the best-validation model, if exported.")
     step: int | None = Field(default=None, description="Training step of the export.")
+    size_bytes: int | None = Field(default=None, description="Size of the exported weights, to size start-up probes.")
 
 
 class TrainingJobStatus(StatusModel):

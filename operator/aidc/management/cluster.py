@@ -53,6 +53,8 @@ class Cluster:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
         self._identities: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="aidc-api")
 
@@ -77,6 +79,8 @@ class Cluster:
             "ServiceAccount": self.core.create_namespaced_service_account,
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
+            "Deployment": self.apps.create_namespaced_deployment,
+            "HorizontalPodAutoscaler": self.autoscaling.create_namespaced_horizontal_pod_autoscaler,
         }
         try:
             if kind in creators:
@@ -107,6 +111,35 @@ class Cluster:
         for obj in trainer_identity(namespace):
             await self.create(obj)
         self._identities.add(namespace)
+
+    async def apply(self, body: dict[str, Any]) -> None:
+        """Server-side apply of an owned object the operator wants exactly so (fields it dropped go away)."""
+        kind, meta = body["kind"], body["metadata"]
+        appliers: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+        }
+        await self._call(
+            "apply",
+            kind.lower(),
+            appliers[kind],
+            meta["name"],
+            meta["namespace"],
+            body,
+            field_manager="aidc-operator",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    async def remove(self, namespace: str, kind: str, name: str) -> None:
+        removers: dict[str, Callable[..., Any]] = {
+            "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+        }
+        try:
+            await self._call("delete", kind.lower(), removers[kind], name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     async def delete_pod(self, namespace: str, deletion: PodDeletion) -> None:
         options = client.V1DeleteOptions(grace_period_seconds=0) if deletion.force else None

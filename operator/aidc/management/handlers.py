@@ -15,9 +15,12 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from aidc import contract
+from aidc.compute.serving import ANNOTATION_SPEC_HASH
 from aidc.management import metrics
 from aidc.management.cluster import Cluster
 from aidc.management.observe import rank_pod_from
+from aidc.management.serving_decision import deployment_view
+from aidc.management.serving_reconciler import ServingReconciler
 from aidc.management.training_reconciler import TrainingReconciler
 from aidc.management.workers import Workers
 from aidc.settings import OperatorSettings
@@ -31,6 +34,8 @@ class _Operator:
 
     training: TrainingReconciler
     training_workers: Workers
+    serving: ServingReconciler
+    serving_workers: Workers
 
 
 STATE = _Operator()
@@ -69,6 +74,13 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator.resync_seconds,
         lambda kind: metrics.RECONCILE_ERRORS.labels(kind).inc(),
     )
+    STATE.serving = ServingReconciler(cluster, operator)
+    STATE.serving_workers = Workers(
+        "InferenceService",
+        STATE.serving.reconcile,
+        operator.resync_seconds,
+        lambda kind: metrics.RECONCILE_ERRORS.labels(kind).inc(),
+    )
     if operator.metrics_port:
         start_http_server(operator.metrics_port)
     metrics.JOBS.clear()
@@ -84,6 +96,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def stop(**_: Any) -> None:
     if hasattr(STATE, "training_workers"):
         await STATE.training_workers.stop()
+    if hasattr(STATE, "serving_workers"):
+        await STATE.serving_workers.stop()
 
 
 # -- indexes: kopf fills them before any handler runs, so no pass ever lists pods -------------
@@ -108,33 +122,67 @@ def claims(namespace: str, name: str, status: kopf.Status, **_: Any) -> Any:
     return {(namespace, name): status.get("phase")}
 
 
+@kopf.index("deployments", labels={contract.LABEL_SERVICE_NAME: kopf.PRESENT})
+def serving_deployments(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, labels[contract.LABEL_SERVICE_NAME]): deployment_view(dict(body))}
+
+
+@kopf.index("services", labels={contract.LABEL_SERVICE_NAME: kopf.PRESENT})
+def serving_services(namespace: str, labels: dict[str, str], **_: Any) -> Any:
+    return {(namespace, labels[contract.LABEL_SERVICE_NAME]): True}
+
+
+@kopf.index("horizontalpodautoscalers.v2.autoscaling", labels={contract.LABEL_SERVICE_NAME: kopf.PRESENT})
+def serving_autoscalers(namespace: str, labels: dict[str, str], annotations: dict[str, str], **_: Any) -> Any:
+    return {(namespace, labels[contract.LABEL_SERVICE_NAME]): annotations.get(ANNOTATION_SPEC_HASH, "")}
+
+
+@kopf.index(*GROUP_VERSION, "trainingjobs")
+def training_models(namespace: str, name: str, status: kopf.Status, **_: Any) -> Any:
+    return {(namespace, name): status.get("model")}
+
+
 # -- events --------------------------------------------------------------------------------------
 
 
-def _bind_indexes(
-    gang_pods: kopf.Index[Any, Any], job_services: kopf.Index[Any, Any], claims: kopf.Index[Any, Any]
-) -> None:
-    training = STATE.training
-    training.pods, training.services, training.claims = gang_pods, job_services, claims
+def _bind_indexes(indexes: dict[str, Any]) -> None:
+    """kopf hands its (live) indexes to handlers; the reconcilers keep a reference to them."""
+    training, serving = STATE.training, STATE.serving
+    training.pods = indexes["gang_pods"]
+    training.services = indexes["job_services"]
+    training.claims = serving.claims = indexes["claims"]
+    serving.deployments = indexes["serving_deployments"]
+    serving.services = indexes["serving_services"]
+    serving.autoscalers = indexes["serving_autoscalers"]
+    serving.training_models = indexes["training_models"]
 
 
 @kopf.on.event(*GROUP_VERSION, "trainingjobs")
-async def training_job_event(
-    event: dict[str, Any],
-    body: kopf.Body,
-    namespace: str,
-    name: str,
-    gang_pods: kopf.Index[Any, Any],
-    job_services: kopf.Index[Any, Any],
-    claims: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    _bind_indexes(gang_pods, job_services, claims)
+async def training_job_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+    _bind_indexes(kwargs)
     if event.get("type") == "DELETED":
         await STATE.training_workers.forget((namespace, name))
     else:
         STATE.training_workers.offer((namespace, name), dict(body))
+    for follower in STATE.serving.followers.get((namespace, name), ()):
+        STATE.serving_workers.poke(follower)
     _count_phases()
+
+
+@kopf.on.event(*GROUP_VERSION, "inferenceservices")
+async def inference_service_event(
+    event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **kwargs: Any
+) -> None:
+    _bind_indexes(kwargs)
+    if event.get("type") == "DELETED":
+        await STATE.serving_workers.forget((namespace, name))
+    else:
+        STATE.serving_workers.offer((namespace, name), dict(body))
+
+
+@kopf.on.event("deployments", labels={contract.LABEL_SERVICE_NAME: kopf.PRESENT})
+def serving_deployment_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    STATE.serving_workers.poke((namespace, labels[contract.LABEL_SERVICE_NAME]))
 
 
 @kopf.on.event("pods", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})

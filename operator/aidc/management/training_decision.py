@@ -199,6 +199,7 @@ def _progress(decision: _Decision, current: list[RankPod]) -> None:
                 path=model_location(job, str(model["path"])),
                 best_path=model_location(job, str(model["bestPath"])) if model.get("bestPath") else None,
                 step=model.get("step", step),
+                size_bytes=model.get("bytes") if isinstance(model.get("bytes"), int) else None,
             )
         )
 

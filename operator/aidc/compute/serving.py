@@ -1,0 +1,173 @@
+"""The serving Deployment and its autoscaler: the model server of the trainer image, the model mounted read-only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from aidc import contract
+from aidc.api.inferenceservice import InferenceService, ServedModel
+from aidc.compute.labels import owner_reference
+from aidc.compute.podspec import merge_pod_spec, resource_requirements, restricted_security_context
+from aidc.settings import OperatorSettings
+
+SERVER_COMMAND = ["python", "-m", "aidc_trainer.serving"]
+ANNOTATION_MODEL = "aidc.io/model-uri"
+ANNOTATION_SPEC_HASH = "aidc.io/spec-hash"
+SERVER_UID = 1000
+PROBE_PERIOD_SECONDS = 5
+# a model loads at roughly this rate from a claim (conservative for network block storage)
+LOAD_BYTES_PER_SECOND = 50 * 1024 * 1024
+BASE_STARTUP_SECONDS = 60
+
+
+def serving_labels(isvc: InferenceService) -> dict[str, str]:
+    name = str(isvc.metadata["name"])
+    return {
+        contract.LABEL_SERVICE_NAME: name,
+        "app.kubernetes.io/name": "aidc-inferenceservice",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "server",
+        "app.kubernetes.io/part-of": "aidc",
+        "app.kubernetes.io/managed-by": "aidc-operator",
+    }
+
+
+def selector_labels(isvc: InferenceService) -> dict[str, str]:
+    return {contract.LABEL_SERVICE_NAME: str(isvc.metadata["name"])}
+
+
+def model_name(isvc: InferenceService) -> str:
+    return isvc.spec.model.name or str(isvc.metadata["name"])
+
+
+def startup_failure_threshold(model: ServedModel) -> int:
+    """Probe attempts before a loading server is restarted: a minute plus the time to read the weights."""
+    seconds = BASE_STARTUP_SECONDS + (model.size_bytes or 0) / LOAD_BYTES_PER_SECOND
+    return max(1, math.ceil(seconds / PROBE_PERIOD_SECONDS))
+
+
+def _probe(path: str, **extra: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def serving_deployment(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    """The Deployment of the model server; changing the model changes the template, which rolls it."""
+    spec = isvc.spec
+    env = [
+        {"name": "AIDC_MODEL_DIR", "value": contract.MODEL_MOUNT},
+        {"name": "AIDC_MODEL_NAME", "value": model_name(isvc)},
+        {"name": "AIDC_HTTP_PORT", "value": str(contract.SERVER_PORT)},
+        {"name": "AIDC_MAX_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
+        {"name": "AIDC_MAX_DELAY_MS", "value": str(spec.batching.max_delay_ms)},
+        {"name": "AIDC_MAX_REQUEST_BYTES", "value": str(spec.max_request_bytes)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    overridden = {e.name for e in spec.env}
+    env = [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+    mount: dict[str, Any] = {"name": "model", "mountPath": contract.MODEL_MOUNT, "readOnly": True}
+    if model.path:
+        mount["subPath"] = model.path
+    container = {
+        "name": "server",
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": SERVER_COMMAND,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": contract.SERVER_PORT}],
+        "resources": resource_requirements(spec.resources),
+        "volumeMounts": [mount],
+        "startupProbe": _probe("/v2/health/ready", failureThreshold=startup_failure_threshold(model)),
+        "readinessProbe": _probe("/v2/health/ready", failureThreshold=2),
+        "livenessProbe": _probe("/v2/health/live", failureThreshold=3, periodSeconds=10),
+        "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SERVER_UID,
+            "runAsGroup": SERVER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    placement = spec.placement
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod_spec["tolerations"] = list(placement.tolerations)
+    if placement.affinity:
+        pod_spec["affinity"] = dict(placement.affinity)
+    if placement.priority_class_name:
+        pod_spec["priorityClassName"] = placement.priority_class_name
+    labels = serving_labels(isvc)
+    template = spec.pod_template
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(isvc)},
+        "template": {
+            "metadata": {
+                "labels": {**template.labels, **labels},
+                "annotations": {**template.annotations, ANNOTATION_MODEL: model.uri},
+            },
+            "spec": merge_pod_spec(pod_spec, template.spec),
+        },
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 5,
+    }
+    if spec.autoscaling is None:
+        deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": str(isvc.metadata["name"]),
+            "namespace": isvc.metadata["namespace"],
+            "labels": labels,
+            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(deployment_spec)},
+            "ownerReferences": [owner_reference(isvc)],
+        },
+        "spec": deployment_spec,
+    }
+
+
+def autoscaler(isvc: InferenceService) -> dict[str, Any] | None:
+    """An autoscaling/v2 HorizontalPodAutoscaler, or None with fixed replicas."""
+    scaling = isvc.spec.autoscaling
+    if scaling is None:
+        return None
+    name = str(isvc.metadata["name"])
+    spec = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicas": scaling.min_replicas,
+        "maxReplicas": scaling.max_replicas,
+        "metrics": [{
+            "type": "Resource",
+            "resource": {
+                "name": scaling.metric,
+                "target": {"type": "Utilization", "averageUtilization": scaling.target_utilization_percent},
+            },
+        }],
+    }  # fmt: skip
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": name,
+            "namespace": isvc.metadata["namespace"],
+            "labels": serving_labels(isvc),
+            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(spec)},
+            "ownerReferences": [owner_reference(isvc)],
+        },
+        "spec": spec,
+    }

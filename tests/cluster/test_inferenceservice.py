@@ -1,0 +1,143 @@
+"""InferenceServices on the real control plane: resolution from a TrainingJob, objects, readiness, rollout.
+
+kwok plays the serving pods (their readiness is kwok's); the model server's own readiness
+(model loaded, warm-up passed) is tested with real HTTP in tests/serving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.cluster.resources import annotate_pod, condition, condition_is, create, get, training_job
+
+pytestmark = pytest.mark.cluster
+ISVC = "inferenceservices"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIDC_METRICS_PORT", "0")
+    monkeypatch.setenv("AIDC_RESYNC_SECONDS", "5")
+
+
+def inference_service(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "aidc.io/v1alpha1", "kind": "InferenceService", "metadata": {"name": name}, "spec": spec}
+
+
+def export(kube: client.ApiClient, namespace: str, pod: str, path: str, step: int) -> None:
+    """What rank 0's heartbeat says once it exported its model (see tests/trainer for the real one)."""
+    beat = {"step": step, "totalSteps": step, "model": {"path": path, "step": step}, "time": "2026-11-29T07:00:00Z"}
+    annotate_pod(kube, namespace, pod, {"aidc.io/progress": json.dumps(beat)})
+
+
+def test_serves_a_training_jobs_export_and_rolls_out_a_new_one(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    apps = client.AppsV1Api(kube)
+    with run_operator(namespace):
+        create(kube, namespace, "trainingjobs", training_job("digits", {"storage": {"checkpoints": {"size": "1Gi"}}}))
+        create(kube, namespace, ISVC, inference_service("digits", {"model": {"fromTrainingJob": {"name": "digits"}}}))
+        waiting = wait_for(
+            lambda: get(kube, namespace, ISVC, "digits"),
+            until=lambda s: (s.get("status") or {}).get("phase") == "ModelNotReady",
+        )
+        assert condition(waiting, "ModelResolved")["reason"] in ("ModelNotReady", "TrainingJobNotFound")  # type: ignore[index]
+        wait_for(
+            lambda: get(kube, namespace, "trainingjobs", "digits"),
+            until=lambda j: condition_is(j, "Running"),
+            timeout=60,
+        )
+        export(kube, namespace, "digits-0", "export/final", 100)
+        ready = wait_for(
+            lambda: get(kube, namespace, ISVC, "digits"),
+            until=lambda s: condition_is(s, "Ready"),
+            timeout=60,
+            message="Ready once the model is exported and the pod is ready",
+        )
+        assert ready["status"]["model"]["uri"] == "pvc://digits-checkpoints/digits/export/final"
+        assert ready["status"]["url"] == f"http://digits.{namespace}.svc.cluster.local:8080"
+        deployment = apps.read_namespaced_deployment("digits", namespace)
+        volume = deployment.spec.template.spec.volumes[0].persistent_volume_claim
+        assert volume.claim_name == "digits-checkpoints" and volume.read_only
+        assert deployment.metadata.owner_references[0].kind == "InferenceService"
+        service = client.CoreV1Api(kube).read_namespaced_service("digits", namespace)
+        assert service.spec.ports[0].port == 8080
+        # a new export: the Deployment rolls, the previous model stays in status for a rollback
+        export(kube, namespace, "digits-0", "export/best-v2", 200)
+        rolled = wait_for(
+            lambda: get(kube, namespace, ISVC, "digits"),
+            until=lambda s: s["status"]["model"]["step"] == 200 and condition_is(s, "Ready"),
+            timeout=60,
+        )
+        assert rolled["status"]["previousModel"]["uri"] == "pvc://digits-checkpoints/digits/export/final"
+        mount = apps.read_namespaced_deployment("digits", namespace).spec.template.spec.containers[0].volume_mounts[0]
+        assert mount.sub_path == "digits/export/best-v2"
+
+
+def test_crash_looping_servers_are_not_ready(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "models"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    crash = {"aidc.io/kwok-exit-code": "1", "aidc.io/kwok-exit-after": "1s"}
+    spec = {"model": {"storageUri": "pvc://models/mnist"}, "podTemplate": {"annotations": crash}}
+    with run_operator(namespace):
+        create(kube, namespace, ISVC, inference_service("broken", spec))
+        wait_for(
+            lambda: core.list_namespaced_pod(namespace, label_selector="aidc.io/inference-service=broken").items,
+            until=lambda pods: any(
+                (p.status.container_statuses or [None])[0] is not None
+                and p.status.container_statuses[0].restart_count > 0
+                for p in pods
+            ),
+            timeout=60,
+            message="the server crash-loops",
+        )
+        status = get(kube, namespace, ISVC, "broken")
+        assert not condition_is(status, "Ready")
+        assert status["status"]["phase"] != "Ready"
+
+
+def test_storage_uri_on_a_missing_claim_waits_with_a_reason(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    with run_operator(namespace):
+        create(kube, namespace, ISVC, inference_service("nowhere", {"model": {"storageUri": "pvc://absent/m"}}))
+        status = wait_for(
+            lambda: get(kube, namespace, ISVC, "nowhere"),
+            until=lambda s: (condition(s, "ModelResolved") or {}).get("reason") == "ClaimNotFound",
+        )
+        assert "claim absent" in condition(status, "ModelResolved")["message"]  # type: ignore[index]
+
+
+def test_autoscaling_makes_an_hpa(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "models"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    spec = {"model": {"storageUri": "pvc://models/mnist"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
+    with run_operator(namespace):
+        create(kube, namespace, ISVC, inference_service("elastic", spec))
+        hpa = wait_for(
+            lambda: client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler("elastic", namespace),
+            ignore=(client.ApiException,),
+        )
+        assert hpa.spec.min_replicas == 2 and hpa.spec.max_replicas == 4
+        assert hpa.spec.scale_target_ref.name == "elastic"

@@ -1,0 +1,146 @@
+"""The InferenceService decision as tables: model resolution, objects, readiness, rollouts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from aidc.api import InferenceService
+from aidc.api.trainingjob import ModelStatus
+from aidc.compute.serving import ANNOTATION_SPEC_HASH, serving_deployment, startup_failure_threshold
+from aidc.management.plan import Plan
+from aidc.management.serving_decision import DeploymentView, ServingObservation, decide
+from aidc.settings import OperatorSettings
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+EXPORTED = ModelStatus(
+    claim_name="digits-checkpoints", path="digits/export/final", step=200, best_path="digits/export/best"
+)
+
+
+def isvc(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> InferenceService:
+    body: dict[str, Any] = {
+        "metadata": {"name": "digits", "namespace": "ml", "uid": "u-2", "generation": 1},
+        "spec": {"model": {"fromTrainingJob": {"name": "digits"}}, **(spec or {})},
+    }
+    if status is not None:
+        body["status"] = status
+    return InferenceService.model_validate(body)
+
+
+def run(service: InferenceService, **obs: Any) -> Plan:
+    obs.setdefault("service_exists", True)
+    return decide(ServingObservation(isvc=service, now=NOW, **obs))
+
+
+def conditions(plan: Plan) -> dict[str, tuple[str, str]]:
+    assert plan.status is not None
+    return {c["type"]: (c["status"], c["reason"]) for c in plan.status["conditions"]}
+
+
+def ready_view(service: InferenceService, model_uri: str, replicas: int = 1, ready: int = 1) -> DeploymentView:
+    desired = serving_deployment(service, _model(model_uri), OperatorSettings())
+    return DeploymentView(
+        spec_hash=desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH],
+        model_uri=model_uri,
+        generation=1,
+        observed_generation=1,
+        replicas=replicas,
+        updated=replicas,
+        ready=ready,
+        available=ready,
+    )
+
+
+def _model(uri: str) -> Any:
+    from aidc.api.inferenceservice import ServedModel
+
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    return ServedModel(uri=uri, claim_name=claim, path=path, training_job="digits", step=200)
+
+
+@pytest.mark.parametrize(
+    ("observed", "reason"),
+    [
+        ({"training_job_exists": False}, "TrainingJobNotFound"),
+        ({"training_job_exists": True, "training_job_model": None}, "ModelNotReady"),
+    ],
+)
+def test_waits_for_the_model_without_failing(observed: dict[str, Any], reason: str) -> None:
+    plan = run(isvc(), **observed)
+    assert conditions(plan)["ModelResolved"] == ("False", reason)
+    assert plan.status is not None and plan.status["phase"] == "ModelNotReady"
+    assert [o["kind"] for o in plan.create] == []
+
+
+def test_resolved_model_gets_a_deployment_mounting_the_claim_read_only() -> None:
+    plan = run(
+        isvc({"resources": {"gpus": 1}}), training_job_exists=True, training_job_model=EXPORTED, service_exists=False
+    )
+    kinds = {o["kind"]: o for o in plan.create}
+    assert set(kinds) == {"Service", "Deployment"}
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "digits-checkpoints", "readOnly": True}
+    mount = pod["containers"][0]["volumeMounts"][0]
+    assert mount == {"name": "model", "mountPath": "/mnt/model", "readOnly": True, "subPath": "digits/export/final"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert plan.status is not None and plan.status["model"]["uri"] == "pvc://digits-checkpoints/digits/export/final"
+    assert conditions(plan)["Ready"] == ("False", "Deploying")
+
+
+def test_best_export_and_storage_uri() -> None:
+    best = run(
+        isvc({"model": {"fromTrainingJob": {"name": "digits", "export": "Best"}}}),
+        training_job_exists=True,
+        training_job_model=EXPORTED,
+    )
+    assert best.status is not None and best.status["model"]["path"] == "digits/export/best"
+    direct = run(isvc({"model": {"storageUri": "pvc://models/mnist/v3"}}))
+    assert direct.status is not None and direct.status["model"]["claimName"] == "models"
+    missing = run(isvc({"model": {"storageUri": "pvc://models/mnist/v3"}}), claim_exists=False)
+    assert conditions(missing)["ModelResolved"] == ("False", "ClaimNotFound")
+
+
+def test_ready_only_when_every_pod_serves_the_resolved_model() -> None:
+    service = isvc()
+    uri = "pvc://digits-checkpoints/digits/export/final"
+    ready = run(service, training_job_exists=True, training_job_model=EXPORTED, deployment=ready_view(service, uri))
+    assert conditions(ready)["Ready"] == ("True", "Ready")
+    assert ready.status is not None and ready.status["url"] == "http://digits.ml.svc.cluster.local:8080"
+    crashing = run(
+        service, training_job_exists=True, training_job_model=EXPORTED, deployment=ready_view(service, uri, ready=0)
+    )
+    assert conditions(crashing)["Ready"] == ("False", "RollingOut")
+
+
+def test_a_new_export_rolls_the_deployment_and_keeps_the_previous_model() -> None:
+    old_uri = "pvc://digits-checkpoints/digits/export/final"
+    served = {"model": {"uri": old_uri, "claimName": "digits-checkpoints", "path": "digits/export/final"}}
+    service = isvc(status=served)
+    newer = EXPORTED.model_copy(update={"path": "digits-v2/export/final", "step": 400})
+    plan = run(service, training_job_exists=True, training_job_model=newer, deployment=ready_view(service, old_uri))
+    assert [o["kind"] for o in plan.update] == ["Deployment"]
+    assert plan.status is not None and plan.status["previousModel"]["uri"] == old_uri
+    assert conditions(plan)["Ready"][0] == "False"  # old pods do not serve the new model
+
+
+def test_autoscaling_creates_an_hpa_and_leaves_replicas_to_it() -> None:
+    plan = run(
+        isvc({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}),
+        training_job_exists=True,
+        training_job_model=EXPORTED,
+    )
+    kinds = {o["kind"]: o for o in plan.create}
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 5
+    assert "replicas" not in kinds["Deployment"]["spec"]
+    removed = run(isvc(), training_job_exists=True, training_job_model=EXPORTED, autoscaler_hash="abc")
+    assert removed.remove == [("HorizontalPodAutoscaler", "digits")]
+
+
+def test_startup_probe_grows_with_the_model() -> None:
+    small, large = _model("pvc://c/p"), _model("pvc://c/p").model_copy(update={"size_bytes": 30 * 2**30})
+    assert startup_failure_threshold(small) == 12
+    assert startup_failure_threshold(large) > 100
