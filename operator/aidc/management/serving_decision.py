@@ -39,7 +39,8 @@ class DeploymentView:
 def deployment_view(body: dict[str, Any]) -> DeploymentView:
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     template_meta = (spec.get("template") or {}).get("metadata") or {}
-    progressing: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    conditions = status.get("conditions") or []
+    progressing: dict[str, Any] = next((c for c in conditions if c.get("type") == "Progressing"), {})
     return DeploymentView(
         spec_hash=(meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH),
         model_uri=(template_meta.get("annotations") or {}).get(ANNOTATION_MODEL),
