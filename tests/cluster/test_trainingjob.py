@@ -347,3 +347,34 @@ def test_a_spec_the_api_server_admits_but_the_operator_cannot_use_becomes_a_cond
             _content_type="application/json-patch+json",
         )
         wait_for(lambda: get(kube, namespace, TJ, "odd"), until=lambda j: condition_is(j, "Running"), timeout=60)
+
+
+def test_a_lost_node_restarts_the_gang_elsewhere(
+    kube: client.ApiClient,
+    crds_applied: list[str],
+    namespace: str,
+    run_operator: Any,
+    wait_for: Callable[..., Any],
+    testbed: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIDC_STUCK_TERMINATING_SECONDS", "5")
+    # whole-node ranks, so the lost node's GPUs cannot host the new gang
+    spec = {"resources": {"gpus": 8}, "failurePolicy": {"backoffSeconds": 1}}
+    with run_operator(namespace):
+        create(kube, namespace, TJ, training_job("node", spec))
+        wait_for(lambda: get(kube, namespace, TJ, "node"), until=lambda j: condition_is(j, "Running"), timeout=60)
+        lost = next(p.spec.node_name for p in pods(kube, namespace, "node") if p.metadata.name == "node-1")
+        testbed.fail_node(lost)
+        try:
+            job = wait_for(
+                lambda: get(kube, namespace, TJ, "node"),
+                until=lambda j: j["status"]["restarts"] == 1 and condition_is(j, "Running"),
+                timeout=90,
+                message="the gang restarted on the remaining nodes",
+            )
+            assert condition(job, "Restarting")["reason"] == "RankLost"  # type: ignore[index]
+            placed = {p.spec.node_name for p in pods(kube, namespace, "node") if not p.metadata.deletion_timestamp}
+            assert lost not in placed and len(placed) == 2
+        finally:
+            testbed.recover_node(lost)
