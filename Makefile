@@ -6,10 +6,10 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 PY          := $(BIN)/python
 TESTBED_DIR ?= .cache/testbed
-export PYTHONPATH := $(CURDIR)/hack/testbed
+export PYTHONPATH := $(CURDIR)/hack/testbed:$(CURDIR)/hack/nodeagent
 
 .PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer \
-        bench-server bench-operator testbed-up testbed-down clean
+        bench-server bench-operator kind-e2e testbed-up testbed-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -57,13 +57,19 @@ demo: venv tools  ## the main job: control plane, operator, the examples (see RE
 demo-down:  ## stop the operator and the control plane the demo left running
 	$(PY) hack/demo.py --dir $(TESTBED_DIR) --down
 
-bench: bench-trainer bench-server  ## every benchmark that exists so far, each printing a table
+bench: bench-trainer bench-server bench-operator  ## every benchmark that exists so far, each printing a table
 
 bench-trainer: venv  ## trainer samples/s vs a hand-written DDP loop; checkpoint save/load seconds
 	$(PY) benchmarks/trainer/bench_trainer.py
 
 bench-server: venv  ## model server req/s and p50/p99, batched vs unbatched, at 1/16/64 clients
 	$(PY) benchmarks/server/bench_server.py
+
+bench-operator: venv tools  ## operator at scale on kwok nodes vs a bare client (flags: see the script)
+	$(PY) benchmarks/operator/bench_operator.py
+
+kind-e2e:  ## end to end on kind (needs Docker, kind, kubectl, helm): both images, the chart, train and serve digits
+	hack/kind-e2e.sh
 
 clean:  ## remove the environment, the built tools and the test bed
 	-$(PY) -m aidc_testbed down --dir $(TESTBED_DIR)

@@ -10,6 +10,10 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """What the operator needs to know about the cluster it runs in."""
@@ -27,6 +31,15 @@ class OperatorSettings:
     # pods created but never observed within this long are treated as gone
     expectation_seconds: int = 30
     max_concurrent_api_calls: int = 64
+    # A job's status is written at once when its phase changes; other changes (replica counts,
+    # condition messages, the first Pending) wait up to this long, so the passes of a gang
+    # coming up (pods created, scheduled, started) make one write instead of one each. Short,
+    # so every state that lasts longer (WaitingForGang with the scheduler's reason) still shows.
+    # 0: no wait.
+    status_batch_seconds: float = 1.0
+    # after the first pass, a woken worker waits this long so one pass serves a burst of events;
+    # off by default: an operator stopped within it has not recorded a gang it saw complete
+    settle_seconds: float = 0.0
     cluster_domain: str = "cluster.local"
     extra_pod_labels: dict[str, str] = field(default_factory=dict)
 
@@ -43,5 +56,7 @@ class OperatorSettings:
             stuck_terminating_seconds=_int("AIDC_STUCK_TERMINATING_SECONDS", cls.stuck_terminating_seconds),
             expectation_seconds=_int("AIDC_EXPECTATION_SECONDS", cls.expectation_seconds),
             max_concurrent_api_calls=_int("AIDC_MAX_CONCURRENT_API_CALLS", cls.max_concurrent_api_calls),
+            status_batch_seconds=_float("AIDC_STATUS_BATCH_SECONDS", cls.status_batch_seconds),
+            settle_seconds=_float("AIDC_SETTLE_SECONDS", cls.settle_seconds),
             cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
         )

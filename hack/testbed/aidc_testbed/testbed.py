@@ -191,6 +191,42 @@ class Testbed:
         state.save(layout.state_file)
         return self
 
+    def restart(self, name: str) -> None:
+        """Stop one component and start it again with the same command line, as a crash or an
+        upgrade of that component would; returns once it answers its health check again.
+
+        Clients (the operator, the node agent) must ride it out; etcd keeps its data.
+        """
+        state = self._require_state()
+        index = next((i for i, p in enumerate(state.processes) if p.name == name), None)
+        if index is None:
+            raise TestbedError(f"no component {name!r} runs in {self.layout.root}")
+        process.stop([state.processes[index]])
+        argvs = components.command_lines(self.config, self.layout, state.ports)
+        state.processes[index] = process.spawn(
+            name, argvs[name], self.layout.log(name), die_with_parent=self.config.die_with_parent
+        )
+        state.save(self.layout.state_file)
+        pki, ports = Pki(self.layout.pki), state.ports
+        serving = health.client_tls(pki.ca_cert)
+        port, path, tls = {
+            "etcd": (ports.etcd_client, "/health", None),
+            "kube-apiserver": (
+                ports.apiserver,
+                "/readyz",
+                health.client_tls(pki.ca_cert, pki.client_cert(ADMIN), pki.client_key(ADMIN)),
+            ),
+            "kube-controller-manager": (ports.controller_manager, "/healthz", serving),
+            "kube-scheduler": (ports.scheduler, "/healthz", serving),
+            "kwok": (ports.kwok, "/healthz", None),
+        }[name]
+        health.poll(
+            lambda: health.ok_or_none(health.http_get("127.0.0.1", port, path, tls=tls)),
+            timeout=self.config.start_timeout_seconds,
+            what=name,
+            abort=self._died(state),
+        )
+
     def stop(self, *, purge: bool = False) -> None:
         """Stop every component (SIGTERM, then SIGKILL after a grace period), latest first.
 

@@ -56,6 +56,7 @@ class Cluster:
         self.apps = client.AppsV1Api(api)
         self.autoscaling = client.AutoscalingV2Api(api)
         self._identities: set[str] = set()
+        self._identity_tasks: dict[str, asyncio.Future[None]] = {}
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="aidc-api")
 
     async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -67,6 +68,19 @@ class Cluster:
             raise
         metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
         return result
+
+    async def _send(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A call whose answer is not needed: the response body is read and dropped, never parsed.
+
+        Turning every created pod back into a client model cost more CPU than sending it.
+        """
+
+        def send() -> None:
+            response = fn(*args, _preload_content=False, **kwargs)
+            response.drain_conn()
+            response.release_conn()
+
+        await self._call(verb, resource, send)
 
     async def create(self, body: dict[str, Any]) -> bool:
         """Creates ``body``; False when it already exists (names are deterministic)."""
@@ -84,11 +98,11 @@ class Cluster:
         }
         try:
             if kind in creators:
-                await self._call("create", kind.lower(), creators[kind], namespace, body)
+                await self._send("create", kind.lower(), creators[kind], namespace, body)
             else:
                 group, version = body["apiVersion"].split("/")
                 plural = kind.lower() + "s"
-                await self._call(
+                await self._send(
                     "create",
                     plural,
                     self.custom.create_namespaced_custom_object,
@@ -105,9 +119,23 @@ class Cluster:
         return True
 
     async def ensure_trainer_identity(self, namespace: str) -> None:
-        """The trainer's ServiceAccount, Role and RoleBinding in ``namespace``, once per process."""
+        """The trainer's ServiceAccount, Role and RoleBinding in ``namespace``, once per process.
+
+        The jobs of a burst in a new namespace all wait on the same creation instead of each
+        sending the three creates (and getting conflicts back).
+        """
         if namespace in self._identities:
             return
+        pending = self._identity_tasks.get(namespace)
+        if pending is None:
+            pending = self._identity_tasks[namespace] = asyncio.ensure_future(self._create_identity(namespace))
+        try:
+            await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._identity_tasks.pop(namespace, None)
+
+    async def _create_identity(self, namespace: str) -> None:
         for obj in trainer_identity(namespace):
             await self.create(obj)
         self._identities.add(namespace)
@@ -196,6 +224,6 @@ class Cluster:
             "count": 1,
         }
         try:
-            await self._call("create", "events", self.core.create_namespaced_event, meta["namespace"], body)
+            await self._send("create", "events", self.core.create_namespaced_event, meta["namespace"], body)
         except ApiException as error:
             log.warning("could not post event %s on %s: %s", event.reason, meta["name"], error.reason)

@@ -34,6 +34,22 @@ PodIndex = Mapping[tuple[str, str], Iterable[tuple[str | None, RankPod]]]
 NameIndex = Mapping[tuple[str, str], Any]
 
 
+# status fields that only describe (a late write loses nothing the decision relies on)
+_DESCRIPTIVE = frozenset(
+    {"phase", "conditions", "replicaCounts", "ready", "selector", "observedGeneration", "progress"}
+)
+
+
+def _phase_changed(server: dict[str, Any], target: dict[str, Any]) -> bool:
+    """A status to write at once: a phase change (but the very first Pending of a new job), or any
+    change to what the decision remembers in status (gang attempt and times, restarts, ...), so an
+    operator stopped within the batch window resumes from it."""
+    before, after = server.get("phase"), target.get("phase")
+    if before != after and not (before is None and after == "Pending"):
+        return True
+    return any(server.get(k) != target.get(k) for k in server.keys() | target.keys() if k not in _DESCRIPTIVE)
+
+
 class TrainingReconciler:
     """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one job."""
 
@@ -78,15 +94,32 @@ class TrainingReconciler:
     async def _reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
         if body.get("metadata", {}).get("deletionTimestamp"):
             return None, None  # garbage collection removes what it owned
-        try:
-            job = TrainingJob.model_validate(body)
-        except ValidationError as error:
-            return await self._invalid(body, describe_validation_error(error)), None
+        seen = body
+        if memory.unwritten is not None:
+            if memory.unwritten_base == (body.get("status") or {}):
+                # decide from the status already decided, as if it had been written
+                seen = {**body, "status": memory.unwritten}
+            else:  # someone else wrote status meanwhile: start again from theirs
+                memory.unwritten = None
+        version, status = str(body["metadata"].get("resourceVersion")), seen.get("status")
+        if memory.parsed is not None and memory.parsed[0] == version and memory.parsed[1] is status:
+            job = memory.parsed[2]  # nothing changed since the last pass: the job is parsed already
+        else:
+            try:
+                job = TrainingJob.model_validate(seen)
+            except ValidationError as error:
+                memory.unwritten = None
+                return await self._invalid(body, describe_validation_error(error)), None
+            memory.parsed = (version, status, job)
         plan = decide(self.observe(job, memory))
         creation_error = await self._apply_objects(job, plan, memory)
         if creation_error is not None:
             plan = self._with_creation_error(job, plan, creation_error)
-        return await self._apply_status(job, body, plan, memory), plan.requeue_after
+        updated, wait = await self._apply_status(job, body, seen.get("status") or {}, plan, memory)
+        requeue = plan.requeue_after
+        if wait is not None:
+            requeue = wait if requeue is None else min(requeue, wait)
+        return updated, requeue
 
     async def _apply_objects(self, job: TrainingJob, plan: Plan, memory: Memory) -> CreationRefusedError | None:
         namespace = job.metadata["namespace"]
@@ -135,20 +168,41 @@ class TrainingReconciler:
         return plan
 
     async def _apply_status(
-        self, job: TrainingJob, body: dict[str, Any], plan: Plan, memory: Memory
-    ) -> dict[str, Any] | None:
-        updated = None
-        old = body.get("status") or {}
-        if plan.status is not None and not plan.delete_resource:
-            patch = merge_patch(old, plan.status)
-            if patch:
+        self, job: TrainingJob, body: dict[str, Any], seen: dict[str, Any], plan: Plan, memory: Memory
+    ) -> tuple[dict[str, Any] | None, float | None]:
+        """Writes the decided status, or keeps it unwritten a little while; returns (updated, wait).
+
+        ``seen`` is the status the decision started from (the server's, or one not written yet).
+        A phase change is written at once, with everything decided before it; anything else is
+        written once it has waited ``status_batch_seconds``, so a gang coming up makes one write.
+        """
+        updated, wait = None, None
+        server = body.get("status") or {}
+        target = plan.status if plan.status is not None else memory.unwritten
+        if target is not None and not plan.delete_resource:
+            patch = merge_patch(server, target)
+            now = time.monotonic()
+            batch = self.settings.status_batch_seconds
+            if not patch:
+                memory.unwritten = None
+            elif (
+                batch <= 0
+                or _phase_changed(server, target)
+                or (memory.unwritten is not None and now - memory.unwritten_since >= batch)
+            ):
+                memory.unwritten = None
                 updated = await self.cluster.patch_status(
                     PLURAL, job.metadata["namespace"], job.metadata["name"], patch
                 )
-        self._account(job, old, plan.status or old, memory)
+            else:
+                if memory.unwritten is None:
+                    memory.unwritten_since = now
+                memory.unwritten, memory.unwritten_base = target, server
+                wait = max(0.0, memory.unwritten_since + batch - now)
+        self._account(job, seen, plan.status or seen, memory)
         for event in plan.events:
             await self.cluster.post_event(body, event)
-        return updated
+        return updated, wait
 
     def _account(self, job: TrainingJob, old: dict[str, Any], new: dict[str, Any], memory: Memory) -> None:
         before, after = old.get("phase"), new.get("phase")

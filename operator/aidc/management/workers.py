@@ -30,6 +30,13 @@ class Memory:
     # keys of supporting objects known to exist (pod groups: their CRD may not be watchable)
     ensured: set[str] = field(default_factory=set)
     phase: str | None = None
+    # a status decided but not written yet (see OperatorSettings.status_batch_seconds), the
+    # server's status it was decided from, and since when (loop time) it waits
+    unwritten: dict[str, Any] | None = None
+    unwritten_base: dict[str, Any] | None = None
+    unwritten_since: float = 0.0
+    # the last job parsed, and the resourceVersion and status object it was parsed from
+    parsed: tuple[str, object, Any] | None = None
 
 
 Reconcile = Callable[[dict[str, Any], Memory], Awaitable[tuple[dict[str, Any] | None, float | None]]]
@@ -53,11 +60,19 @@ class _Worker:
 class Workers:
     """The workers of one kind of resource."""
 
-    def __init__(self, kind: str, reconcile: Reconcile, resync_seconds: float, on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        reconcile: Reconcile,
+        resync_seconds: float,
+        on_error: Callable[[str], None],
+        settle_seconds: float = 0.0,
+    ) -> None:
         self.kind = kind
         self._reconcile = reconcile
         self._resync = resync_seconds
         self._on_error = on_error
+        self._settle = settle_seconds
         self._workers: dict[Key, _Worker] = {}
 
     def __len__(self) -> int:
@@ -96,9 +111,15 @@ class Workers:
 
     async def _run(self, key: Key, worker: _Worker) -> None:
         timeout: float = 0
+        first = True
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), timeout=timeout)
+            if self._settle and not first:
+                # the events of a gang come in bursts (8 pods created, bound, started): let the
+                # rest of the burst arrive, so it is one pass rather than one per event
+                await asyncio.sleep(self._settle)
+            first = False
             worker.wake.clear()
             try:
                 updated, requeue = await self._reconcile(worker.body, worker.memory)

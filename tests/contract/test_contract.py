@@ -1,0 +1,133 @@
+"""The operator and the trainer image each keep a copy of what they agree on; the copies match.
+
+``aidc.contract`` (operator) and ``aidc_trainer.contract`` (trainer image) are plain Python
+files with no dependencies, so both import here without kopf or torch. Every name the trainer
+declares must exist on the operator's side with the same value, and every name the operator
+declares in the shared families (environment, annotation, labels, layout, heartbeat, exit codes,
+ports) must exist in the trainer's copy: a variable the operator injects and the trainer never
+heard of is drift too.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+for path in (ROOT / "operator", ROOT / "trainer-image"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from aidc import contract as operator_contract  # noqa: E402
+from aidc_trainer import contract as trainer_contract  # noqa: E402
+
+SHARED_PREFIXES = ("ENV_", "LABEL_", "ANNOTATION_", "CHECKPOINT_", "EXPORT_", "MODEL_", "EXIT_", "HEARTBEAT_")
+SHARED_NAMES = (
+    "TORCHRUN_ENV",
+    "SERVER_PORT",
+    "TRAINER_METRICS_PORT",
+    "DEFAULT_RETRYABLE_EXIT_CODES",
+    "PERMANENT_EXIT_CODES",
+    "GROUP",
+)
+
+
+def constants(module: ModuleType) -> dict[str, object]:
+    return {name: getattr(module, name) for name in dir(module) if name.isupper() and not name.startswith("_")}
+
+
+def test_every_trainer_constant_matches_the_operator() -> None:
+    operator, trainer = constants(operator_contract), constants(trainer_contract)
+    missing = sorted(set(trainer) - set(operator))
+    assert not missing, f"the trainer declares names the operator does not know: {missing}"
+    different = {name: (operator[name], trainer[name]) for name in trainer if operator[name] != trainer[name]}
+    assert not different, f"operator and trainer disagree (operator, trainer): {different}"
+
+
+def test_the_trainer_knows_every_shared_operator_constant() -> None:
+    shared = {name for name in constants(operator_contract) if name.startswith(SHARED_PREFIXES) or name in SHARED_NAMES}
+    missing = sorted(shared - set(constants(trainer_contract)))
+    assert not missing, f"the operator declares shared names the trainer copy lacks: {missing}"
+    assert len(shared) > 40  # the families above really matched something
+
+
+@pytest.mark.parametrize("module", [operator_contract, trainer_contract], ids=["operator", "trainer"])
+def test_contract_files_import_nothing_but_typing(module: ModuleType) -> None:
+    """Both copies must stay importable on the other side (no kopf, no torch)."""
+    tree = ast.parse(Path(module.__file__ or "").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "typing"}
+
+
+def test_the_trainer_uses_the_contract_values() -> None:
+    """Spot checks that the trainer's behaviour is wired to the shared constants, not to literals."""
+    from aidc_trainer import checkpoint, heartbeat
+    from aidc_trainer.environment import read_environment
+
+    env = read_environment(
+        {
+            operator_contract.ENV_CHECKPOINT_DIR: "/c",
+            operator_contract.ENV_METRICS_PORT: "9191",
+            operator_contract.ENV_POD_NAME: "p",
+            operator_contract.ENV_CHECKPOINT_KEEP: "7",
+        }
+    )
+    assert (str(env.checkpoint_dir), env.metrics_port, env.pod_name, env.checkpoint_keep) == ("/c", 9191, "p", 7)
+    patch = heartbeat.progress_patch({})
+    assert list(patch["metadata"]["annotations"]) == [operator_contract.ANNOTATION_PROGRESS]
+    assert checkpoint.checkpoint_name(3) == "ckpt-000000003.pt"
+
+
+OPERATOR_TRAINER_CONFIGS = [
+    pytest.param({"task": "classifier"}, id="classifier-defaults"),
+    pytest.param({"task": "gan", "dataset": {"source": "synthetic", "samples": 1}}, id="gan-one-sample"),
+    pytest.param(
+        {
+            "task": "classifier",
+            "dataset": {"source": "npz", "path": "mnist.npz"},
+            "maxSteps": 10,
+            "gradientClipNorm": 1.0,
+            "precision": "bf16",
+        },
+        id="classifier-npz",
+    ),
+    pytest.param(
+        {
+            "task": "language-model",
+            "dataset": {"source": "text", "path": "corpus.txt"},
+            "languageModel": {"contextLength": 8, "layers": 1, "heads": 1, "embedding": 16},
+        },
+        id="language-model-smallest",
+    ),
+    pytest.param(
+        {"task": "language-model"},
+        id="language-model-defaults",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the operator defaults dataset.source to digits for every task, and the trainer cannot "
+            "train a language model on images (exit 78): the operator needs a per-task default or a CEL rule",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("spec", OPERATOR_TRAINER_CONFIGS)
+def test_every_trainer_config_the_operator_sends_parses_in_the_trainer(spec: dict[str, object]) -> None:
+    """What the operator puts into AIDC_TRAINER_CONFIG (its defaults filled in, nulls dropped),
+    the trainer must accept: otherwise a job the API server admitted fails with exit 78."""
+    pytest.importorskip("pydantic")
+    from aidc.api.trainingjob import TrainerConfig as OperatorTrainerConfig
+    from aidc_trainer.config import parse_config
+
+    sent = OperatorTrainerConfig.model_validate(spec).model_dump(mode="json", by_alias=True, exclude_none=True)
+    parsed = parse_config(sent).to_json()
+    for key, value in sent.items():  # every value the operator chose reaches the trainer unchanged
+        if isinstance(value, dict):
+            assert {k: parsed[key][k] for k in value} == value
+        else:
+            assert parsed[key] == value

@@ -1,0 +1,130 @@
+"""A small decoder-only transformer trained on byte tokens (next-token prediction).
+
+AdamW with a linear warm-up and cosine decay, bf16 autocast on GPUs (``precision: auto``),
+gradient accumulation and clipping from the config. ``export/best`` follows the lowest
+validation loss; perplexity is reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from aidc_trainer.datasets import load_tokens
+from aidc_trainer.distributed import all_reduce_sum
+from aidc_trainer.models import build_model
+from aidc_trainer.tasks.base import (
+    Batch,
+    Exported,
+    Task,
+    TaskContext,
+    accumulate,
+    batched,
+    optimizer_step,
+    shard,
+    warmup_cosine,
+    wrap_ddp,
+)
+
+_EVAL_BATCH = 64
+
+
+class LanguageModelTask(Task):
+    name = "language-model"
+    default_learning_rate = 3e-4
+    primary_metric = "validationLoss"
+    higher_is_better = False
+
+    def __init__(self, context: TaskContext) -> None:
+        super().__init__(context)
+        self.data = load_tokens(self.config, context.data_dir)
+        shape = self.config.language_model
+        self.architecture: dict[str, Any] = {
+            "vocabSize": self.data.vocab_size,
+            "contextLength": shape.context_length,
+            "layers": shape.layers,
+            "heads": shape.heads,
+            "embedding": shape.embedding,
+        }
+        torch.manual_seed(self.config.seed)
+        self.model = build_model(self.name, self.architecture).to(self.device)
+        self.ddp = wrap_ddp(self.model, self.device)
+        # decay matrices only: biases and norm gains stay free
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.learning_rate,
+            betas=(0.9, 0.95),
+        )
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.scaler = context.precision.grad_scaler()
+        self._parameters = list(self.model.parameters())
+
+    @property
+    def train_set(self) -> TensorDataset:
+        return self.data.train
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total_steps))
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        windows = batch[0].to(self.device, non_blocking=True)
+        logits = self.ddp(windows[:, :-1])
+        return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
+
+    def train_step(self, micro_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+        self.ddp.train()
+        loss = accumulate(self.ddp, micro_batches, self._loss, self.scaler, self.context.precision)
+        optimizer_step(self.optimizer, self._parameters, self.scaler, self.config.gradient_clip_norm)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss_sum = tokens = 0.0
+        for batch in batched(shard(self.data.validation, self.context.gang), _EVAL_BATCH):
+            windows = batch[0].to(self.device)
+            with self.context.precision.autocast():
+                logits = self.model(windows[:, :-1]).float()
+            loss_sum += float(
+                F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten(), reduction="sum")
+            )
+            tokens += windows[:, 1:].numel()
+        loss_sum, tokens = all_reduce_sum([loss_sum, tokens], self.context.gang)
+        if tokens == 0:
+            return {}
+        loss = loss_sum / tokens
+        return {"validationLoss": loss, "validationPerplexity": math.exp(min(loss, 50.0))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def export(self) -> Exported:
+        return Exported(
+            state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            architecture=dict(self.architecture),
+            inputs=[{"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]}],
+            outputs=[{"name": "logits", "datatype": "FP32", "shape": [-1, -1, self.data.vocab_size]}],
+        )
