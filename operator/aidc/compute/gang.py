@@ -9,7 +9,7 @@ from aidc.api.trainingjob import TrainingJob
 from aidc.compute.environment import rank_environment
 from aidc.compute.identity import TRAINER_SERVICE_ACCOUNT
 from aidc.compute.labels import job_labels, owner_reference
-from aidc.compute.podspec import merge_pod_spec, resource_requirements, restricted_security_context
+from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
 from aidc.compute.scheduling import gang_annotations, gang_labels, scheduler_name
 from aidc.network.rendezvous import service_name
 from aidc.settings import OperatorSettings
@@ -93,14 +93,7 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
         "containers": [container],
         "volumes": volumes,
     }
-    if placement.node_selector:
-        pod_spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.tolerations:
-        pod_spec["tolerations"] = list(placement.tolerations)
-    if placement.affinity:
-        pod_spec["affinity"] = dict(placement.affinity)
-    if placement.priority_class_name:
-        pod_spec["priorityClassName"] = placement.priority_class_name
+    pod_spec.update(placement_fields(placement))
     scheduler = scheduler_name(job)
     if scheduler:
         pod_spec["schedulerName"] = scheduler

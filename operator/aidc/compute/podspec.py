@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from aidc.api.common import Resources
+from aidc.api.common import Placement, Resources
 
 
 def resource_requirements(resources: Resources) -> dict[str, Any]:
@@ -26,6 +26,20 @@ def resource_requirements(resources: Resources) -> dict[str, Any]:
     if limits:
         result["limits"] = limits
     return result
+
+
+def placement_fields(placement: Placement) -> dict[str, Any]:
+    """The pod-spec fields of a Placement that are set."""
+    fields: dict[str, Any] = {}
+    if placement.node_selector:
+        fields["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        fields["tolerations"] = list(placement.tolerations)
+    if placement.affinity:
+        fields["affinity"] = dict(placement.affinity)
+    if placement.priority_class_name:
+        fields["priorityClassName"] = placement.priority_class_name
+    return fields
 
 
 def restricted_security_context() -> dict[str, Any]:

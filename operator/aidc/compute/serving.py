@@ -10,7 +10,7 @@ from typing import Any
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService, ServedModel
 from aidc.compute.labels import owner_reference
-from aidc.compute.podspec import merge_pod_spec, resource_requirements, restricted_security_context
+from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
 from aidc.settings import OperatorSettings
 
 SERVER_COMMAND = ["python", "-m", "aidc_trainer.serving"]
@@ -103,14 +103,7 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "automountServiceAccountToken": False,
     }
     placement = spec.placement
-    if placement.node_selector:
-        pod_spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.tolerations:
-        pod_spec["tolerations"] = list(placement.tolerations)
-    if placement.affinity:
-        pod_spec["affinity"] = dict(placement.affinity)
-    if placement.priority_class_name:
-        pod_spec["priorityClassName"] = placement.priority_class_name
+    pod_spec.update(placement_fields(placement))
     labels = serving_labels(isvc)
     template = spec.pod_template
     deployment_spec: dict[str, Any] = {
