@@ -63,6 +63,8 @@ class Attempt:
         self.attempt = attempt
         self._shim: subprocess.Popen[bytes] | None = None
         self._gone_since: float | None = None
+        # a SIGTERM was delivered: stop() must not send another (see stop)
+        self._terminated = False
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -155,12 +157,19 @@ class Attempt:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(process["pid"]), signum)
+            if signum == signal.SIGTERM:
+                self._terminated = True
 
     def stop(self, grace_seconds: float) -> Exit | None:
-        """SIGTERM, wait up to ``grace_seconds`` for the exit record, then SIGKILL; how it ended."""
+        """SIGTERM, wait up to ``grace_seconds`` for the exit record, then SIGKILL; how it ended.
+
+        Never a second SIGTERM: one arriving while Python finalises (its handlers already reset)
+        would turn a clean exit 0 into 143.
+        """
         deadline = time.monotonic() + max(grace_seconds, 0)
         self._wait_started(deadline)
-        self.signal(signal.SIGTERM)
+        if not self._terminated:
+            self.signal(signal.SIGTERM)
         while time.monotonic() < deadline:
             ended = self.exit()
             if ended is not None:
