@@ -130,12 +130,15 @@ def test_backoff_limit_ends_a_crashing_job(
 def test_an_unschedulable_gang_reports_the_scheduler_and_fails_by_policy(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
-    spec = {"resources": {"gpus": 9}, "schedulingPolicy": {"scheduleTimeoutSeconds": 3, "onScheduleTimeout": "Fail"}}
+    spec = {"resources": {"gpus": 9}, "schedulingPolicy": {"scheduleTimeoutSeconds": 8, "onScheduleTimeout": "Fail"}}
     with run_operator(namespace):
         create(kube, namespace, TJ, training_job("huge", spec))
         waiting = wait_for(
             lambda: get(kube, namespace, TJ, "huge"),
-            until=lambda j: (condition(j, "Scheduled") or {}).get("reason") == "WaitingForGang",
+            until=lambda j: (
+                (condition(j, "Scheduled") or {}).get("reason") == "WaitingForGang"
+                and "Insufficient" in condition(j, "Scheduled")["message"]
+            ),  # type: ignore[index]
             timeout=30,
         )
         assert "Insufficient nvidia.com/gpu" in condition(waiting, "Scheduled")["message"]  # type: ignore[index]
