@@ -95,6 +95,34 @@ class Task(ABC):
         """The module to serve."""
 
 
+class SingleModelTask(Task):
+    """A task that trains one model with one optimizer, LR schedule and grad scaler (classifier, LM).
+
+    Subclasses set ``model``, ``optimizer``, ``scaler`` and (in ``set_total_steps``) ``scheduler``.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
 def warmup_cosine(total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor: linear warm-up over 10% of the steps (at most 200), cosine to 10%.
 

@@ -22,7 +22,7 @@ from aidc_trainer.models import build_model
 from aidc_trainer.tasks.base import (
     Batch,
     Exported,
-    Task,
+    SingleModelTask,
     TaskContext,
     accumulate,
     batched,
@@ -35,7 +35,7 @@ from aidc_trainer.tasks.base import (
 _EVAL_BATCH = 512
 
 
-class ClassifierTask(Task):
+class ClassifierTask(SingleModelTask):
     name = "classifier"
     default_learning_rate = 1e-3
     primary_metric = "validationAccuracy"
@@ -95,22 +95,6 @@ class ClassifierTask(Task):
         if total == 0:
             return {}
         return {"validationAccuracy": correct / total, "validationLoss": loss_sum / total}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
 
     def export(self) -> Exported:
         c, h, w = self.data.image_shape

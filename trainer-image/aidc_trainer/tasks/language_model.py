@@ -21,7 +21,7 @@ from aidc_trainer.models import build_model
 from aidc_trainer.tasks.base import (
     Batch,
     Exported,
-    Task,
+    SingleModelTask,
     TaskContext,
     accumulate,
     batched,
@@ -34,7 +34,7 @@ from aidc_trainer.tasks.base import (
 _EVAL_BATCH = 64
 
 
-class LanguageModelTask(Task):
+class LanguageModelTask(SingleModelTask):
     name = "language-model"
     default_learning_rate = 3e-4
     primary_metric = "validationLoss"
@@ -104,22 +104,6 @@ class LanguageModelTask(Task):
             return {}
         loss = loss_sum / tokens
         return {"validationLoss": loss, "validationPerplexity": math.exp(min(loss, 50.0))}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
 
     def export(self) -> Exported:
         return Exported(
