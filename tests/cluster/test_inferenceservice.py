@@ -29,6 +29,17 @@ def inference_service(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "aidc.io/v1alpha1", "kind": "InferenceService", "metadata": {"name": name}, "spec": spec}
 
 
+def create_models_claim(core: client.CoreV1Api, namespace: str) -> None:
+    """A claim named ``models`` for ``storageUri: pvc://models/...`` (it binds to a pool volume)."""
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "models"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+
+
 def export(kube: client.ApiClient, namespace: str, pod: str, path: str, step: int) -> None:
     """What rank 0's heartbeat says once it exported its model (see tests/trainer for the real one)."""
     beat = {"step": step, "totalSteps": step, "model": {"path": path, "step": step}, "time": "2026-11-29T07:00:00Z"}
@@ -83,13 +94,7 @@ def test_crash_looping_servers_are_not_ready(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     core = client.CoreV1Api(kube)
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "models"},
-            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
-        },
-    )
+    create_models_claim(core, namespace)
     crash = {"aidc.io/kwok-exit-code": "1", "aidc.io/kwok-exit-after": "1s"}
     spec = {"model": {"storageUri": "pvc://models/mnist"}, "podTemplate": {"annotations": crash}}
     with run_operator(namespace):
@@ -125,13 +130,7 @@ def test_autoscaling_makes_an_hpa(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     core = client.CoreV1Api(kube)
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "models"},
-            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
-        },
-    )
+    create_models_claim(core, namespace)
     spec = {"model": {"storageUri": "pvc://models/mnist"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
     with run_operator(namespace):
         create(kube, namespace, ISVC, inference_service("elastic", spec))
