@@ -79,7 +79,7 @@ class Gang:
                 codes.append(rank.process.wait(timeout=max(1.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError("the gang did not finish in time:\n" + self.ranks[0].stderr[-4000:]) from None
+            raise AssertionError("the gang did not finish in time:\n" + self.report()) from None
         return codes
 
     def kill(self) -> None:
@@ -94,6 +94,13 @@ class Gang:
     @property
     def leader(self) -> Rank:
         return self.ranks[0]
+
+    def report(self, tail: int = 3000) -> str:
+        """The end of every rank's output, for an assertion message (a failure is often not rank 0's)."""
+        return "\n".join(
+            f"--- rank {index} exited {rank.process.returncode}:\n{rank.stderr[-tail:]}"
+            for index, rank in enumerate(self.ranks)
+        )
 
 
 def launch(

@@ -76,7 +76,7 @@ def reference_run(factory: pytest.TempPathFactory, config: dict[str, Any], env: 
         env=env,
         name="reference",
     )
-    assert codes == [0, 0], gang.leader.stderr[-4000:]
+    assert codes == [0, 0], gang.report()
     return Reference(config, workdir / "ckpt", read_losses(workdir / "losses.jsonl"))
 
 
@@ -115,7 +115,7 @@ def test_resume_mid_epoch_repeats_the_reference_bit_for_bit(
         loss_log=tmp_path / "losses.jsonl",
         env=EVERY_STEPS,
     )
-    assert codes == [0, 0], gang.leader.stderr[-4000:]
+    assert codes == [0, 0], gang.report()
     resumed_line = next(json.loads(line) for line in gang.leader.stderr.splitlines() if "resumed from" in line)
     assert (resumed_line["step"], resumed_line["epoch"], resumed_line["consumed"]) == (resume_at, 1, 7)
     resumed = read_losses(tmp_path / "losses.jsonl")
@@ -136,7 +136,7 @@ def test_torn_latest_checkpoint_falls_back_to_the_previous_one(classifier_refere
         loss_log=tmp_path / "losses.jsonl",
         env=EVERY_STEPS,
     )
-    assert codes == [0, 0], gang.leader.stderr[-4000:]
+    assert codes == [0, 0], gang.report()
     warnings = [json.loads(line) for line in gang.leader.stderr.splitlines() if '"skipping unreadable' in line]
     assert len(warnings) == 1
     assert (warnings[0]["level"], warnings[0]["path"], warnings[0]["step"]) == ("warning", str(torn), 25)
@@ -156,7 +156,7 @@ def test_sigterm_on_one_rank_stops_the_gang_with_a_checkpoint(lm_reference: Refe
     wait_until(lambda: len(read_losses(tmp_path / "evicted.jsonl")) >= 8 or gang.leader.process.poll() is not None)
     gang.signal(1, signal.SIGTERM)
     codes = gang.wait()
-    assert codes == [contract.EXIT_PREEMPTED, contract.EXIT_PREEMPTED], gang.leader.stderr[-4000:]
+    assert codes == [contract.EXIT_PREEMPTED, contract.EXIT_PREEMPTED], gang.report()
     stopped_at = max(read_losses(tmp_path / "evicted.jsonl"))
     assert 8 <= stopped_at < max(lm_reference.losses)
     assert read_latest_name(directory) == checkpoint_name(stopped_at)
@@ -172,7 +172,7 @@ def test_sigterm_on_one_rank_stops_the_gang_with_a_checkpoint(lm_reference: Refe
         loss_log=tmp_path / "restarted.jsonl",
         name="restarted",
     )
-    assert codes == [0, 0], gang.leader.stderr[-4000:]
+    assert codes == [0, 0], gang.report()
     resumed = read_losses(tmp_path / "restarted.jsonl")
     assert min(resumed) == stopped_at + 1 and max(resumed) == max(lm_reference.losses)
     assert resumed == {step: lm_reference.losses[step] for step in resumed}
@@ -193,7 +193,7 @@ def test_sigterm_to_the_pod_reaches_torchrun_workers_and_exits_143(tmp_path: Pat
     )
     wait_until(lambda: len(read_losses(tmp_path / "losses.jsonl")) >= 3 or gang.leader.process.poll() is not None)
     gang.signal(0, signal.SIGTERM)
-    assert gang.wait() == [contract.EXIT_PREEMPTED], gang.leader.stderr[-4000:]
+    assert gang.wait() == [contract.EXIT_PREEMPTED], gang.report()
     stopped_at = max(read_losses(tmp_path / "losses.jsonl"))
     assert read_latest_name(directory) == checkpoint_name(stopped_at)
     assert stopped_at < 13 * 200

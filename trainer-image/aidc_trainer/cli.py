@@ -12,9 +12,12 @@ Exit codes are the operator contract: 0 done, 143 stopped by SIGTERM after a che
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aidc_trainer import contract
 from aidc_trainer.config import parse_config
@@ -24,6 +27,9 @@ from aidc_trainer.launch import launch_local_workers, local_workers
 from aidc_trainer.logs import configure_logging, fields
 from aidc_trainer.preemption import PreemptionWatch
 from aidc_trainer.termination import write_termination_message
+
+if TYPE_CHECKING:
+    from aidc_trainer.training import RunResult
 
 _log = logging.getLogger("aidc_trainer.cli")
 
@@ -37,6 +43,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run this process's part of the job; returns the exit code."""
     arguments = _arguments(argv)
+    # a native crash (a collective library's abort, a segfault) prints every thread's Python stack
+    faulthandler.enable()
     if local_workers() > 1:
         configure_logging(0)
         return launch_local_workers()
@@ -56,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     # workers of one pod share its termination log: local rank 0 writes the summary, others only
     # their own failure (a torchrun worker that crashed is the news)
     summarises = topology.local_rank == 0
+    joined = False
     try:
         environment = read_environment()
         termination_log = environment.termination_log
@@ -69,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         from aidc_trainer.training import Trainer
 
         gang = init_gang(topology)
-        try:
-            result = Trainer(config, environment, gang, preemption).run()
-        finally:
-            leave_gang()
+        joined = True
+        result = Trainer(config, environment, gang, preemption).run()
+        # the outcome is recorded before the gang is torn down: a collective library that
+        # crashes on the way out must not take the summary with it
+        code = _report(result, termination_log if summarises else None)
     except TrainerError as error:
         _log.error(str(error), extra=fields(exitCode=error.exit_code, reason=error.reason))
         write_termination_message(termination_log, error.exit_code, error.reason, str(error))
@@ -81,14 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         _log.exception("training crashed", extra=fields(exitCode=1, reason="Crashed"))
         write_termination_message(termination_log, 1, "Crashed", f"{type(error).__name__}: {error}")
         return 1
+    finally:
+        if joined:
+            leave_gang()
+    return code
 
+
+def _report(result: RunResult, termination_log: Path | None) -> int:
+    """Log the run's outcome and write the pod's summary; returns the exit code."""
     rate = None if result.samples_per_second is None else round(result.samples_per_second, 1)
     if result.outcome == "preempted":
         code, reason, message = contract.EXIT_PREEMPTED, "Preempted", "stopped on SIGTERM after a checkpoint"
     else:
         code, reason, message = contract.EXIT_OK, "Completed", "training completed"
     _log.info(message, extra=fields(exitCode=code, step=result.step, metrics=result.metrics))
-    if summarises:
+    if termination_log is not None:
         write_termination_message(
             termination_log,
             code,
