@@ -37,6 +37,12 @@ class OperatorSettings:
     # so every state that lasts longer (WaitingForGang with the scheduler's reason) still shows.
     # 0: no wait.
     status_batch_seconds: float = 1.0
+    # Once a job's first status is written, the progress of its gang coming up (ranks created,
+    # scheduled, containers starting: counts and messages, no phase change, no warning reason)
+    # waits up to this long instead: a gang is of no use until all its ranks run, and in a busy
+    # cluster its pods trickle through the scheduler. Warnings (Unschedulable, ImagePullFailed,
+    # CreationFailed) and Running still go out at once or after status_batch_seconds.
+    gang_progress_seconds: float = 10.0
     # after the first pass, a woken worker waits this long so one pass serves a burst of events;
     # off by default: an operator stopped within it has not recorded a gang it saw complete
     settle_seconds: float = 0.0
@@ -57,6 +63,7 @@ class OperatorSettings:
             expectation_seconds=_int("AIDC_EXPECTATION_SECONDS", cls.expectation_seconds),
             max_concurrent_api_calls=_int("AIDC_MAX_CONCURRENT_API_CALLS", cls.max_concurrent_api_calls),
             status_batch_seconds=_float("AIDC_STATUS_BATCH_SECONDS", cls.status_batch_seconds),
+            gang_progress_seconds=_float("AIDC_GANG_PROGRESS_SECONDS", cls.gang_progress_seconds),
             settle_seconds=_float("AIDC_SETTLE_SECONDS", cls.settle_seconds),
             cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
         )

@@ -148,6 +148,7 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
             "expectationSeconds": 23,
             "maxConcurrentApiCalls": 29,
             "statusBatchSeconds": 1.5,
+            "gangProgressSeconds": 12.5,
             "settleSeconds": 0.5,
             "clusterDomain": "corp.internal",
         },
@@ -171,6 +172,7 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
         "expectation_seconds": 23,
         "max_concurrent_api_calls": 29,
         "status_batch_seconds": 1.5,
+        "gang_progress_seconds": 12.5,
         "settle_seconds": 0.5,
         "cluster_domain": "corp.internal",
     }
@@ -178,6 +180,33 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
     # the operator's Service follows the ports
     service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in one(render(values), "Service")["spec"]["ports"]}
     assert service_ports == {"metrics": (9100, "metrics"), "health": (9101, "health")}
+
+
+def test_default_values_give_the_operator_its_own_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Helm and kustomize installs behave like `aidc run` without settings (the tuning knobs once disagreed)."""
+    env = environment(operator_container(render({})))
+    for name in [n for n in os.environ if n.startswith("AIDC_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    installed, plain = OperatorSettings.from_env(), OperatorSettings()
+    kustomized = yaml.safe_load((REPO_ROOT / "config" / "manager" / "deployment.yaml").read_text())
+    container = kustomized["spec"]["template"]["spec"]["containers"][0]
+    for variable in container["env"]:
+        monkeypatch.setenv(variable["name"], str(variable.get("value", "")))
+    from_kustomize = OperatorSettings.from_env()
+    knobs = [
+        "resync_seconds",
+        "stuck_terminating_seconds",
+        "expectation_seconds",
+        "max_concurrent_api_calls",
+        "status_batch_seconds",
+        "gang_progress_seconds",
+        "settle_seconds",
+        "cluster_domain",
+    ]
+    assert {k: getattr(installed, k) for k in knobs} == {k: getattr(plain, k) for k in knobs}
+    assert {k: getattr(from_kustomize, k) for k in knobs} == {k: getattr(plain, k) for k in knobs}
 
 
 def test_the_chart_ships_exactly_the_generated_crds() -> None:

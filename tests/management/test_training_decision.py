@@ -56,6 +56,7 @@ def test_new_job_creates_service_and_every_rank() -> None:
     assert kinds == [("Service", "mnist"), ("Pod", "mnist-0"), ("Pod", "mnist-1")]
     assert status_of(plan)["phase"] == "Pending"
     assert reasons(plan)["Scheduled"] == ("False", "Creating")
+    assert plan.routine_progress
 
 
 def test_created_but_unseen_pods_are_not_created_twice() -> None:
@@ -78,31 +79,55 @@ def test_missing_named_claim_waits_with_a_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pods", "phase", "condition", "expected"),
+    ("pods", "phase", "condition", "expected", "routine"),
     [
+        (
+            [pod(0, scheduled=True), pod(1, "Pending", scheduled=False)],
+            "Pending",
+            "Scheduled",
+            ("False", "WaitingForGang"),
+            True,
+        ),
         (
             [pod(0, scheduled=True), pod(1, "Pending", scheduled=False, unschedulable="0/4 nodes: Insufficient gpu")],
             "Pending",
             "Scheduled",
             ("False", "WaitingForGang"),
+            False,  # the scheduler's refusal is news
         ),
-        ([pod(0, "Pending", gated=True), pod(1, "Pending", gated=True)], "Queued", "Scheduled", ("False", "Queued")),
+        (
+            [pod(0, "Pending", gated=True), pod(1, "Pending", gated=True)],
+            "Queued",
+            "Scheduled",
+            ("False", "Queued"),
+            False,
+        ),
         (
             [pod(0, "Pending", image_pull_error="ErrImagePull: not found"), pod(1)],
             "Pending",
             "Running",
             ("False", "ImagePullFailed"),
+            False,
         ),
-        ([pod(0), pod(1, "Pending")], "Pending", "Running", ("False", "ContainersStarting")),
-        ([pod(0), pod(1)], "Running", "Running", ("True", "Running")),
-        ([pod(0, "Succeeded"), pod(1)], "Running", "Running", ("True", "Running")),
+        ([pod(0), pod(1, "Pending")], "Pending", "Running", ("False", "ContainersStarting"), True),
+        ([pod(0), pod(1)], "Running", "Running", ("True", "Running"), False),
+        ([pod(0, "Succeeded"), pod(1)], "Running", "Running", ("True", "Running"), False),
     ],
-    ids=["waiting-for-gang", "queued-by-kueue", "image-pull", "starting", "running", "rank0-done-rank1-running"],
+    ids=[
+        "waiting-for-gang",
+        "refused-by-the-scheduler",
+        "queued-by-kueue",
+        "image-pull",
+        "starting",
+        "running",
+        "rank0-done-rank1-running",
+    ],
 )
-def test_gang_states(pods: list[RankPod], phase: str, condition: str, expected: tuple[str, str]) -> None:
+def test_gang_states(pods: list[RankPod], phase: str, condition: str, expected: tuple[str, str], routine: bool) -> None:
     plan = run(job(status={"phase": "Pending", "gangCreatedTime": ago(10)}), pods)
     assert status_of(plan)["phase"] == phase
     assert reasons(plan)[condition] == expected
+    assert plan.routine_progress is routine
 
 
 def test_unschedulable_after_the_timeout_keeps_waiting_or_fails_by_policy() -> None:

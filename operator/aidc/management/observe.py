@@ -22,9 +22,9 @@ def parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RankPod:
-    """One observed pod of a gang."""
+    """One observed pod of a gang (slotted: the index holds one per pod of the fleet)."""
 
     name: str
     rank: int

@@ -35,6 +35,9 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     delete_resource: bool = False
+    # the status only moves a gang along its normal way up (ranks created, scheduled, starting):
+    # nothing a user must act on, so its write may wait longer (see gang_progress_seconds)
+    routine_progress: bool = False
 
     def requeue(self, seconds: float) -> None:
         """Ask to be called again within ``seconds`` (the earliest request wins)."""

@@ -346,6 +346,7 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
                 d.plan.create.append(rank_pod(job, rank, attempt, obs.settings))
         d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
         d.condition("Scheduled", False, "Creating", f"{spec.replicas - len(missing)}/{spec.replicas} ranks created")
+        d.plan.routine_progress = True
         d.plan.requeue(obs.settings.expectation_seconds)
         return
 
@@ -385,6 +386,7 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
         else:
             d.condition("Scheduled", False, "WaitingForGang", message)
             d.phase("Pending", "WaitingForGang", message)
+            d.plan.routine_progress = why is None  # the scheduler's refusal is news, its queue is not
             d.plan.requeue(timeout - waited)
     else:
         d.condition("Scheduled", True, "AllRanksScheduled", f"all {spec.replicas} ranks scheduled")
@@ -406,6 +408,7 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
             message = f"{len(running)}/{spec.replicas} ranks running"
             d.condition("Running", False, "ContainersStarting", message)
             d.phase("Pending", "ContainersStarting", message)
+            d.plan.routine_progress = True
 
 
 def _hang_check(d: _Decision, current: list[RankPod]) -> None:

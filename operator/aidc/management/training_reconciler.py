@@ -40,12 +40,21 @@ _DESCRIPTIVE = frozenset(
 )
 
 
-def _phase_changed(server: dict[str, Any], target: dict[str, Any]) -> bool:
-    """A status to write at once: a phase change (but the very first Pending of a new job), or any
-    change to what the decision remembers in status (gang attempt and times, restarts, ...), so an
-    operator stopped within the batch window resumes from it."""
+def write_at_once(server: dict[str, Any], target: dict[str, Any]) -> bool:
+    """Whether a decided status goes out now rather than after the batch window.
+
+    A job whose status was never written waits, unless it leaves Pending (it failed, or it is
+    queued): the server holds nothing to resume from yet, and an operator restarted within the
+    window observes the same gang and decides it again (its gang creation time a moment later).
+    So a gang that comes up within the window makes one write, not one per step. Afterwards a
+    phase change is written at once, and so is any change to what the decision remembers in
+    status (gang attempt and times, restarts, checkpoint, ...), so an operator stopped within
+    the window resumes from it.
+    """
     before, after = server.get("phase"), target.get("phase")
-    if before != after and not (before is None and after == "Pending"):
+    if not server:
+        return after not in (None, "Pending")
+    if before != after:
         return True
     return any(server.get(k) != target.get(k) for k in server.keys() | target.keys() if k not in _DESCRIPTIVE)
 
@@ -164,6 +173,7 @@ class TrainingReconciler:
         )
         plan.status = status.model_copy(update={"conditions": conditions}).to_wire()
         plan.events.append(Event("Warning", "CreationFailed", str(error)))
+        plan.routine_progress = False
         plan.requeue(30)
         return plan
 
@@ -183,11 +193,14 @@ class TrainingReconciler:
             patch = merge_patch(server, target)
             now = time.monotonic()
             batch = self.settings.status_batch_seconds
+            if batch > 0 and plan.routine_progress and server.get("phase") == target.get("phase") == "Pending":
+                # a written Pending status that only counts a gang coming up: the next phase is near
+                batch = max(batch, self.settings.gang_progress_seconds)
             if not patch:
                 memory.unwritten = None
             elif (
                 batch <= 0
-                or _phase_changed(server, target)
+                or write_at_once(server, target)
                 or (memory.unwritten is not None and now - memory.unwritten_since >= batch)
             ):
                 memory.unwritten = None

@@ -42,6 +42,15 @@ class Memory:
 Reconcile = Callable[[dict[str, Any], Memory], Awaitable[tuple[dict[str, Any] | None, float | None]]]
 
 
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without ``metadata.managedFields``: no pass reads them, and with a thousand jobs
+    their copies were a good part of the operator's memory."""
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict) or "managedFields" not in metadata:
+        return body
+    return {**body, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+
+
 def _version(body: dict[str, Any] | None) -> int:
     try:
         return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
@@ -83,6 +92,7 @@ class Workers:
 
     def offer(self, key: Key, body: dict[str, Any]) -> None:
         """A new version of the resource: keep the newest and wake its worker."""
+        body = _slim(body)
         worker = self._workers.get(key)
         if worker is None:
             worker = self._workers[key] = _Worker(body=body)
@@ -130,5 +140,5 @@ class Workers:
                 self._on_error(self.kind)
                 updated, requeue = None, 5.0
             if updated is not None and _version(updated) >= _version(worker.body):
-                worker.body = updated
+                worker.body = _slim(updated)
             timeout = min(requeue, self._resync) if requeue is not None else self._resync

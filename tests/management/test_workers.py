@@ -1,0 +1,76 @@
+"""The per-resource workers: coalescing, newest version wins, what a worker keeps of a body."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aidc.management.workers import Memory, Workers
+
+
+def body(version: int, **metadata: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "j", "namespace": "ml", "resourceVersion": str(version), **metadata}}
+
+
+class Recorder:
+    def __init__(self, gate: asyncio.Event | None = None, fail_first: bool = False) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.gate = gate
+        self.fail_first = fail_first
+
+    async def __call__(self, seen: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
+        self.seen.append(seen)
+        if self.fail_first and len(self.seen) == 1:
+            raise RuntimeError("the API server is away")
+        if self.gate is not None:
+            await self.gate.wait()
+        return None, None
+
+
+def test_pokes_during_a_pass_become_one_more_pass_with_the_newest_body() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        gate = asyncio.Event()
+        recorder = Recorder(gate)
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=lambda kind: None)
+        workers.offer(("ml", "j"), body(1))
+        await asyncio.sleep(0.05)  # first pass starts and blocks on the gate
+        workers.offer(("ml", "j"), body(3))
+        workers.offer(("ml", "j"), body(2))  # older than what the worker holds: ignored
+        for _ in range(50):
+            workers.poke(("ml", "j"))
+        gate.set()
+        await asyncio.sleep(0.1)
+        await workers.stop()
+        return recorder.seen
+
+    seen = asyncio.run(scenario())
+    assert [s["metadata"]["resourceVersion"] for s in seen] == ["1", "3"]
+
+
+def test_a_worker_keeps_no_managed_fields() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        recorder = Recorder()
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=lambda kind: None)
+        workers.offer(("ml", "j"), body(1, managedFields=[{"manager": "kubectl"}], uid="u-1"))
+        await asyncio.sleep(0.05)
+        await workers.stop()
+        return recorder.seen
+
+    (seen,) = asyncio.run(scenario())
+    assert seen["metadata"] == {"name": "j", "namespace": "ml", "resourceVersion": "1", "uid": "u-1"}
+
+
+def test_a_failing_pass_is_counted_and_retried() -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        recorder = Recorder(fail_first=True)
+        errors: list[str] = []
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=errors.append)
+        workers.offer(("ml", "j"), body(1))
+        await asyncio.sleep(0.05)
+        workers.poke(("ml", "j"))  # the retry waits 5 s unless something wakes the worker
+        await asyncio.sleep(0.05)
+        await workers.stop()
+        return len(recorder.seen), errors
+
+    passes, errors = asyncio.run(scenario())
+    assert (passes, errors) == (2, ["TrainingJob"])
