@@ -42,7 +42,7 @@ class OperatorSettings:
     # waits up to this long instead: a gang is of no use until all its ranks run, and in a busy
     # cluster its pods trickle through the scheduler. Warnings (Unschedulable, ImagePullFailed,
     # CreationFailed) and Running still go out at once or after status_batch_seconds.
-    gang_progress_seconds: float = 10.0
+    gang_progress_seconds: float = 30.0
     # after the first pass, a woken worker waits this long so one pass serves a burst of events;
     # off by default: an operator stopped within it has not recorded a gang it saw complete
     settle_seconds: float = 0.0
