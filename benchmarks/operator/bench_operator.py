@@ -356,6 +356,7 @@ class Operator:
                 str(REPO / ".venv/bin/py-spy"),
                 "record",
                 "--nonblocking",
+                "--gil",  # only samples holding the GIL: where the Python CPU goes, not who waits
                 "-r",
                 "50",
                 "-o",

@@ -33,6 +33,24 @@ def _crds(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
+def _tune_garbage_collection() -> None:
+    """Make Python's cyclic garbage collector cheap for a process that holds a fleet in memory.
+
+    Measured in a 150-job burst: a quarter of the operator's CPU went to the collector, mostly to
+    full collections (a quarter of a second each) walking every object the process holds: the
+    imported modules, the client's models, kopf's per-object state and the pod index. Objects that
+    exist at start-up live as long as the process, so they are frozen out of every collection, and
+    the youngest generation is collected every 50,000 allocations instead of 700 (a watch event
+    alone allocates a few hundred objects; cyclic garbage is rare here).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(50_000, middle, oldest)
+
+
 def _run(args: argparse.Namespace) -> int:
     import logging
 
@@ -48,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     # one INFO line per handled event drowns what matters at any scale
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    _tune_garbage_collection()
     kopf.run(
         standalone=args.standalone,
         peering_name=args.peering,

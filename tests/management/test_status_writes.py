@@ -15,10 +15,11 @@ PENDING: dict[str, Any] = {"phase": "Pending", "gangAttempt": 0, "gangCreatedTim
 @pytest.mark.parametrize(
     ("server", "target", "at_once"),
     [
-        # a new job: nothing on the server to resume from, so its first Pending waits...
+        # a new job's first Pending waits...
         ({}, {"phase": "Pending", "ready": "0/8"}, False),
-        ({}, {**PENDING, "ready": "3/8"}, False),
-        # ...unless it leaves Pending before its first write
+        # ...but not once its gang exists: a rank lost while no operator runs must fail the gang
+        ({}, {**PENDING, "ready": "3/8"}, True),
+        # ...nor when it leaves Pending before its first write
         ({}, {"phase": "Queued"}, True),
         ({}, {"phase": "Failed", "conditions": [{"type": "Failed", "reason": "InvalidSpec"}]}, True),
         ({}, {"phase": "Running", "gangCreatedTime": CREATED}, True),

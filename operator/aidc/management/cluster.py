@@ -23,9 +23,25 @@ from aidc.management.plan import Event, PodDeletion
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_CUSTOM_KINDS = {
-    "PodGroup": None,  # plural and group come from apiVersion
+# plurals of the kinds the operator creates; any other kind (a PodGroup) is kind.lower() + "s"
+_PLURALS = {
+    "Pod": "pods",
+    "Service": "services",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "Event": "events",
 }
+
+
+def _path(body: dict[str, Any], plural: str) -> str:
+    """The collection a namespaced object is created in: /api/v1/... or /apis/GROUP/VERSION/..."""
+    api_version = body.get("apiVersion") or "v1"
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{base}/namespaces/{body['metadata']['namespace']}/{plural}"
 
 
 class CreationRefusedError(Exception):
@@ -69,49 +85,36 @@ class Cluster:
         metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
         return result
 
-    async def _send(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """A call whose answer is not needed: the response body is read and dropped, never parsed.
+    async def _post(self, verb: str, resource: str, path: str, body: dict[str, Any]) -> None:
+        """POST a JSON body and drop the answer, without the client's typed methods.
 
-        Turning every created pod back into a client model cost more CPU than sending it.
+        Those validate their arguments with pydantic and turn a dict body into the client's models
+        and back before sending it: in a 300-job burst that was an eighth of the operator's CPU,
+        more than the request itself. The ApiClient still builds the URL, the headers and the
+        authentication, and a refusal still raises ApiException.
         """
 
         def send() -> None:
-            response = fn(*args, _preload_content=False, **kwargs)
-            response.drain_conn()
-            response.release_conn()
+            method, url, headers, data, _ = self.api.param_serialize(
+                "POST",
+                path,
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api.call_api(method, url, header_params=headers, body=data)
+            response.read()  # type: ignore[no-untyped-call]
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
 
         await self._call(verb, resource, send)
 
     async def create(self, body: dict[str, Any]) -> bool:
         """Creates ``body``; False when it already exists (names are deterministic)."""
-        kind, meta = body["kind"], body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        creators: dict[str, Callable[..., Any]] = {
-            "Pod": self.core.create_namespaced_pod,
-            "Service": self.core.create_namespaced_service,
-            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
-            "ServiceAccount": self.core.create_namespaced_service_account,
-            "Role": self.rbac.create_namespaced_role,
-            "RoleBinding": self.rbac.create_namespaced_role_binding,
-            "Deployment": self.apps.create_namespaced_deployment,
-            "HorizontalPodAutoscaler": self.autoscaling.create_namespaced_horizontal_pod_autoscaler,
-        }
+        kind, name = body["kind"], body["metadata"]["name"]
+        plural = _PLURALS.get(kind) or kind.lower() + "s"
         try:
-            if kind in creators:
-                await self._send("create", kind.lower(), creators[kind], namespace, body)
-            else:
-                group, version = body["apiVersion"].split("/")
-                plural = kind.lower() + "s"
-                await self._send(
-                    "create",
-                    plural,
-                    self.custom.create_namespaced_custom_object,
-                    group,
-                    version,
-                    namespace,
-                    plural,
-                    body,
-                )
+            await self._post("create", kind.lower() if kind in _PLURALS else plural, _path(body, plural), body)
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -224,6 +227,6 @@ class Cluster:
             "count": 1,
         }
         try:
-            await self._send("create", "events", self.core.create_namespaced_event, meta["namespace"], body)
+            await self._post("create", "events", _path(body, "events"), body)
         except ApiException as error:
             log.warning("could not post event %s on %s: %s", event.reason, meta["name"], error.reason)

@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 
 from aidc import contract
 from aidc.compute.serving import ANNOTATION_SPEC_HASH
-from aidc.management import metrics, watch_decoding
+from aidc.management import metrics
 from aidc.management.cluster import Cluster
 from aidc.management.observe import rank_pod_from
 from aidc.management.serving_decision import deployment_view
@@ -71,7 +71,6 @@ def _api_client(settings: OperatorSettings) -> client.ApiClient:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     operator = OperatorSettings.from_env()
-    watch_decoding.install()
     settings.persistence.finalizer = f"{contract.GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
     settings.persistence.diffbase_storage = _NoDiffBase(prefix=contract.GROUP, key="last-handled-configuration")

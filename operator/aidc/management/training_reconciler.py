@@ -43,18 +43,15 @@ _DESCRIPTIVE = frozenset(
 def write_at_once(server: dict[str, Any], target: dict[str, Any]) -> bool:
     """Whether a decided status goes out now rather than after the batch window.
 
-    A job whose status was never written waits, unless it leaves Pending (it failed, or it is
-    queued): the server holds nothing to resume from yet, and an operator restarted within the
-    window observes the same gang and decides it again (its gang creation time a moment later).
-    So a gang that comes up within the window makes one write, not one per step. Afterwards a
-    phase change is written at once, and so is any change to what the decision remembers in
-    status (gang attempt and times, restarts, checkpoint, ...), so an operator stopped within
-    the window resumes from it.
+    A phase change is written at once (but the very first Pending of a new job), and so is any
+    change to what the decision remembers in status (gang attempt and times, restarts, checkpoint,
+    ...), so an operator stopped within the window resumes from it. That includes the first
+    ``gangCreatedTime``: without it a restarted operator cannot tell a rank lost while it was down
+    from one never created, and would recreate the rank instead of restarting the gang
+    (``test_operator_restarts_without_duplicates_or_lost_jobs`` caught a version that waited).
     """
     before, after = server.get("phase"), target.get("phase")
-    if not server:
-        return after not in (None, "Pending")
-    if before != after:
+    if before != after and not (before is None and after == "Pending"):
         return True
     return any(server.get(k) != target.get(k) for k in server.keys() | target.keys() if k not in _DESCRIPTIVE)
 
