@@ -98,13 +98,29 @@ class Task(ABC):
 class SingleModelTask(Task):
     """A task that trains one model with one optimizer, LR schedule and grad scaler (classifier, LM).
 
-    Subclasses set ``model``, ``optimizer``, ``scaler`` and (in ``set_total_steps``) ``scheduler``.
+    Subclasses set ``model`` (and ``ddp``, its DDP wrapper), ``optimizer``, ``scaler``,
+    ``_parameters`` and (in ``set_total_steps``) ``scheduler``, and define the loss of one batch.
     """
 
     model: nn.Module
+    ddp: DistributedDataParallel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR | None
     scaler: torch.amp.GradScaler
+    _parameters: list[nn.Parameter]
+
+    @abstractmethod
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        """The loss of one micro-batch, through ``ddp``."""
+
+    def train_step(self, micro_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+        self.ddp.train()
+        loss = accumulate(self.ddp, micro_batches, self._loss, self.scaler, self.context.precision)
+        optimizer_step(self.optimizer, self._parameters, self.scaler, self.config.gradient_clip_norm)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss": loss}
 
     def state_dict(self) -> dict[str, Any]:
         return {

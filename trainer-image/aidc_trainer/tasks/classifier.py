@@ -9,7 +9,6 @@ Validation accuracy picks ``export/best``. Inputs are images in [0, 1] of the da
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,9 +23,7 @@ from aidc_trainer.tasks.base import (
     Exported,
     SingleModelTask,
     TaskContext,
-    accumulate,
     batched,
-    optimizer_step,
     shard,
     warmup_cosine,
     wrap_ddp,
@@ -69,15 +66,6 @@ class ClassifierTask(SingleModelTask):
     def _loss(self, batch: Batch) -> torch.Tensor:
         images, labels = (t.to(self.device, non_blocking=True) for t in batch)
         return F.cross_entropy(self.ddp(images).float(), labels)
-
-    def train_step(self, micro_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
-        self.ddp.train()
-        loss = accumulate(self.ddp, micro_batches, self._loss, self.scaler, self.context.precision)
-        optimizer_step(self.optimizer, self._parameters, self.scaler, self.config.gradient_clip_norm)
-        self.scaler.update()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return {"loss": loss}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

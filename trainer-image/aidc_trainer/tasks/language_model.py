@@ -8,7 +8,6 @@ validation loss; perplexity is reported beside it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,9 +22,7 @@ from aidc_trainer.tasks.base import (
     Exported,
     SingleModelTask,
     TaskContext,
-    accumulate,
     batched,
-    optimizer_step,
     shard,
     warmup_cosine,
     wrap_ddp,
@@ -77,15 +74,6 @@ class LanguageModelTask(SingleModelTask):
         windows = batch[0].to(self.device, non_blocking=True)
         logits = self.ddp(windows[:, :-1])
         return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
-
-    def train_step(self, micro_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
-        self.ddp.train()
-        loss = accumulate(self.ddp, micro_batches, self._loss, self.scaler, self.context.precision)
-        optimizer_step(self.optimizer, self._parameters, self.scaler, self.config.gradient_clip_norm)
-        self.scaler.update()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return {"loss": loss}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
