@@ -184,17 +184,20 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_default_values_give_the_operator_its_own_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """Helm and kustomize installs behave like `aidc run` without settings (the tuning knobs once disagreed)."""
-    env = environment(operator_container(render({})))
-    for name in [n for n in os.environ if n.startswith("AIDC_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    installed, plain = OperatorSettings.from_env(), OperatorSettings()
+
+    def settings_from(env: dict[str, str]) -> OperatorSettings:
+        for name in [n for n in os.environ if n.startswith("AIDC_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return OperatorSettings.from_env()
+
     kustomized = yaml.safe_load((REPO_ROOT / "config" / "manager" / "deployment.yaml").read_text())
     container = kustomized["spec"]["template"]["spec"]["containers"][0]
-    for variable in container["env"]:
-        monkeypatch.setenv(variable["name"], str(variable.get("value", "")))
-    from_kustomize = OperatorSettings.from_env()
+    installs = {
+        "helm": settings_from(environment(operator_container(render({})))),
+        "kustomize": settings_from({v["name"]: str(v.get("value", "")) for v in container["env"]}),
+    }
     knobs = [
         "resync_seconds",
         "stuck_terminating_seconds",
@@ -205,8 +208,9 @@ def test_default_values_give_the_operator_its_own_defaults(monkeypatch: pytest.M
         "settle_seconds",
         "cluster_domain",
     ]
-    assert {k: getattr(installed, k) for k in knobs} == {k: getattr(plain, k) for k in knobs}
-    assert {k: getattr(from_kustomize, k) for k in knobs} == {k: getattr(plain, k) for k in knobs}
+    plain = {k: getattr(OperatorSettings(), k) for k in knobs}
+    for install, settings in installs.items():
+        assert {k: getattr(settings, k) for k in knobs} == plain, install
 
 
 def test_the_chart_ships_exactly_the_generated_crds() -> None:

@@ -68,7 +68,6 @@ class Cluster:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
-        self.rbac = client.RbacAuthorizationV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.autoscaling = client.AutoscalingV2Api(api)
         self._identities: set[str] = set()
