@@ -74,3 +74,26 @@ def test_a_failing_pass_is_counted_and_retried() -> None:
 
     passes, errors = asyncio.run(scenario())
     assert (passes, errors) == (2, ["TrainingJob"])
+
+
+def test_a_worker_makes_no_pass_before_what_it_reads_is_ready() -> None:
+    async def scenario() -> tuple[int, int]:
+        listed = asyncio.Event()
+        recorder = Recorder()
+
+        async def ready(key: tuple[str, str]) -> None:
+            assert key == ("ml", "j")
+            await listed.wait()
+
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=lambda kind: None, ready=ready)
+        workers.offer(("ml", "j"), body(1))
+        workers.poke(("ml", "j"))
+        await asyncio.sleep(0.1)
+        before = len(recorder.seen)
+        listed.set()
+        await asyncio.sleep(0.1)
+        after = len(recorder.seen)
+        await workers.stop()
+        return before, after
+
+    assert asyncio.run(scenario()) == (0, 1)

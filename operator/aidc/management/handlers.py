@@ -19,8 +19,9 @@ from prometheus_client import start_http_server
 from aidc import contract
 from aidc.compute.serving import ANNOTATION_SPEC_HASH
 from aidc.management import metrics
+from aidc.management.apiserver import ApiServer
 from aidc.management.cluster import Cluster
-from aidc.management.observe import rank_pod_from
+from aidc.management.rank_pods import RankPods
 from aidc.management.serving_decision import deployment_view
 from aidc.management.serving_reconciler import ServingReconciler
 from aidc.management.training_reconciler import TrainingReconciler
@@ -49,6 +50,8 @@ class _Operator:
 
     training: TrainingReconciler
     training_workers: Workers
+    rank_pods: RankPods
+    server: ApiServer
     serving: ServingReconciler
     serving_workers: Workers
 
@@ -79,14 +82,20 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    cluster = Cluster(_api_client(operator), operator.max_concurrent_api_calls)
+    api = _api_client(operator)
+    STATE.server = ApiServer(api.configuration, operator.max_concurrent_api_calls)
+    cluster = Cluster(api, STATE.server, operator.max_concurrent_api_calls)
     STATE.training = TrainingReconciler(cluster, operator)
+    # rank pods are watched by the operator itself, not by kopf (see rank_pods.py), in kopf's scope
+    STATE.rank_pods = RankPods(STATE.server, settings.peering.clusterwide, _poke_training)
+    STATE.training.pods = STATE.rank_pods
     STATE.training_workers = Workers(
         "TrainingJob",
         STATE.training.reconcile,
         operator.resync_seconds,
         lambda kind: metrics.RECONCILE_ERRORS.labels(kind).inc(),
         operator.settle_seconds,
+        ready=lambda key: STATE.rank_pods.ready(key[0]),
     )
     STATE.serving = ServingReconciler(cluster, operator)
     STATE.serving_workers = Workers(
@@ -113,20 +122,19 @@ async def stop(**_: Any) -> None:
         await STATE.training_workers.stop()
     if hasattr(STATE, "serving_workers"):
         await STATE.serving_workers.stop()
+    if hasattr(STATE, "rank_pods"):
+        await STATE.rank_pods.stop()
+    if hasattr(STATE, "server"):
+        await STATE.server.close()
 
 
-# -- indexes: kopf fills them before any handler runs, so no pass ever lists pods -------------
+def _poke_training(key: tuple[str, str]) -> None:
+    STATE.training_workers.poke(key)
+
+
+# -- indexes: kopf fills them before any handler runs, so no pass ever lists (pods: rank_pods.py) --
 # Every index and event handler is ``async``: kopf runs a plain ``def`` in a thread pool, which
 # cost two thread hand-offs per pod event, and a worker's asyncio.Event must be set on the loop.
-
-
-@kopf.index("pods", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
-async def gang_pods(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> Any:
-    pod = rank_pod_from(dict(body))
-    if pod is None:
-        return None
-    owner = next((r.get("uid") for r in body.metadata.get("ownerReferences", []) if r.get("controller")), None)
-    return {(namespace, labels[contract.LABEL_JOB_NAME]): (owner, pod)}
 
 
 @kopf.index("services", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
@@ -165,7 +173,6 @@ async def training_models(namespace: str, name: str, status: kopf.Status, **_: A
 def _bind_indexes(indexes: dict[str, Any]) -> None:
     """kopf hands its (live) indexes to handlers; the reconcilers keep a reference to them."""
     training, serving = STATE.training, STATE.serving
-    training.pods = indexes["gang_pods"]
     training.services = indexes["job_services"]
     training.claims = serving.claims = indexes["claims"]
     serving.deployments = indexes["serving_deployments"]
@@ -199,11 +206,6 @@ async def inference_service_event(
 @kopf.on.event("deployments", labels={contract.LABEL_SERVICE_NAME: kopf.PRESENT})
 async def serving_deployment_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
     STATE.serving_workers.poke((namespace, labels[contract.LABEL_SERVICE_NAME]))
-
-
-@kopf.on.event("pods", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
-async def rank_pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
-    STATE.training_workers.poke((namespace, labels[contract.LABEL_JOB_NAME]))
 
 
 @kopf.on.event("services", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})

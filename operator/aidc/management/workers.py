@@ -37,6 +37,8 @@ class Memory:
     unwritten_since: float = 0.0
     # the last job parsed, and the resourceVersion and status object it was parsed from
     parsed: tuple[str, object, Any] | None = None
+    # the last spec parsed, by (uid, generation)
+    spec: tuple[tuple[Any, Any], Any] | None = None
 
 
 Reconcile = Callable[[dict[str, Any], Memory], Awaitable[tuple[dict[str, Any] | None, float | None]]]
@@ -76,8 +78,10 @@ class Workers:
         resync_seconds: float,
         on_error: Callable[[str], None],
         settle_seconds: float = 0.0,
+        ready: Callable[[Key], Awaitable[None]] | None = None,
     ) -> None:
         self.kind = kind
+        self._ready = ready
         self._reconcile = reconcile
         self._resync = resync_seconds
         self._on_error = on_error

@@ -1,0 +1,77 @@
+"""The operator's own list-and-watch of rank pods, against the test bed's API server.
+
+What kopf's pod index did before: the first list fills the index before ``ready`` returns, and
+each later create, change and deletion reaches the index and wakes the gang's worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from kubernetes import client
+
+from aidc import contract
+from aidc.management.apiserver import ApiServer
+from aidc.management.rank_pods import RankPods
+
+pytestmark = pytest.mark.cluster
+
+
+def rank_pod(name: str, rank: int) -> dict[str, object]:
+    labels = {contract.LABEL_JOB_NAME: "j", contract.LABEL_REPLICA_INDEX: str(rank), contract.LABEL_GANG_ATTEMPT: "0"}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "trainer", "image": "example.invalid/trainer:1"}]},
+    }
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("clusterwide", [False, True], ids=["per-namespace", "cluster-wide"])
+def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
+    kube: client.ApiClient, namespace: str, clusterwide: bool
+) -> None:
+    core = client.CoreV1Api(kube)
+    key = (namespace, "j")
+    core.create_namespaced_pod(namespace, rank_pod("j-0", 0))
+    unlabelled = rank_pod("other", 0)
+    del unlabelled["metadata"]["labels"][contract.LABEL_JOB_NAME]  # type: ignore[index]
+    core.create_namespaced_pod(namespace, unlabelled)
+
+    def names(pods: RankPods) -> list[str]:
+        return sorted(pod.name for _, pod in pods.get(key, ()))
+
+    async def scenario() -> None:
+        woken: list[tuple[str, str]] = []
+        server = ApiServer(kube.configuration)
+        pods = RankPods(server, clusterwide, woken.append)
+        try:
+            await asyncio.wait_for(pods.ready(namespace), timeout=30)
+            # the first list, before ready returned
+            assert names(pods) == ["j-0"] and key in woken
+            woken.clear()
+            core.create_namespaced_pod(namespace, rank_pod("j-1", 1))
+            await until(lambda: names(pods) == ["j-0", "j-1"], "the created rank in the index")
+            assert key in woken
+            woken.clear()
+            core.patch_namespaced_pod("j-1", namespace, {"metadata": {"annotations": {"seen": "yes"}}})
+            await until(lambda: key in woken, "a change to wake the gang")
+            core.delete_namespaced_pod("j-0", namespace, grace_period_seconds=0)
+            await until(lambda: names(pods) == ["j-1"], "the deleted rank gone from the index")
+            core.delete_namespaced_pod("j-1", namespace, grace_period_seconds=0)
+            await until(lambda: key not in pods, "the gang gone from the index")
+            assert all(k == key for k in woken if k[0] == namespace)  # the unlabelled pod woke nothing
+        finally:
+            await pods.stop()
+            await server.close()
+
+    asyncio.run(scenario())
