@@ -56,6 +56,22 @@ def write_at_once(server: dict[str, Any], target: dict[str, Any]) -> bool:
     return any(server.get(k) != target.get(k) for k in server.keys() | target.keys() if k not in _DESCRIPTIVE)
 
 
+def _parse(seen: dict[str, Any], memory: Memory) -> TrainingJob:
+    """The job as a model, its spec parsed once per generation.
+
+    Most passes see a new version that differs only in status (each status write makes one),
+    and the spec with its CEL checks was most of the parsing. The API server bumps
+    ``metadata.generation`` on every change of spec, so (uid, generation) names a spec.
+    """
+    metadata = seen.get("metadata") or {}
+    spec_key = (metadata.get("uid"), metadata.get("generation"))
+    if memory.spec is not None and spec_key[1] is not None and memory.spec[0] == spec_key:
+        return TrainingJob.model_validate({**seen, "spec": memory.spec[1]})
+    job = TrainingJob.model_validate(seen)
+    memory.spec = (spec_key, job.spec)
+    return job
+
+
 class TrainingReconciler:
     """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one job."""
 
@@ -112,7 +128,7 @@ class TrainingReconciler:
             job = memory.parsed[2]  # nothing changed since the last pass: the job is parsed already
         else:
             try:
-                job = TrainingJob.model_validate(seen)
+                job = _parse(seen, memory)
             except ValidationError as error:
                 memory.unwritten = None
                 return await self._invalid(body, describe_validation_error(error)), None

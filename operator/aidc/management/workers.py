@@ -126,6 +126,8 @@ class Workers:
     async def _run(self, key: Key, worker: _Worker) -> None:
         timeout: float = 0
         first = True
+        if self._ready is not None:
+            await self._ready(key)  # what the passes read is not there yet (a watch's first list)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), timeout=timeout)
