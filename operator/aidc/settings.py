@@ -43,9 +43,10 @@ class OperatorSettings:
     # cluster its pods trickle through the scheduler. Warnings (Unschedulable, ImagePullFailed,
     # CreationFailed) and Running still go out at once or after status_batch_seconds.
     gang_progress_seconds: float = 30.0
-    # after the first pass, a woken worker waits this long so one pass serves a burst of events;
-    # off by default: an operator stopped within it has not recorded a gang it saw complete
-    settle_seconds: float = 0.0
+    # after the first pass, a woken worker waits this long so one pass serves a burst of events
+    # (a gang's ranks are created, bound and started within moments of each other); a graceful
+    # stop lets a worker within the wait make its pass (Workers.stop)
+    settle_seconds: float = 0.2
     cluster_domain: str = "cluster.local"
     extra_pod_labels: dict[str, str] = field(default_factory=dict)
 

@@ -97,3 +97,20 @@ def test_a_worker_makes_no_pass_before_what_it_reads_is_ready() -> None:
         return before, after
 
     assert asyncio.run(scenario()) == (0, 1)
+
+
+def test_a_graceful_stop_lets_a_settling_worker_make_the_pass_it_was_woken_for() -> None:
+    async def scenario() -> tuple[int, int]:
+        woken, idle = Recorder(), Recorder()
+        workers = Workers("TrainingJob", woken, resync_seconds=3600, on_error=lambda kind: None, settle_seconds=0.3)
+        others = Workers("TrainingJob", idle, resync_seconds=3600, on_error=lambda kind: None, settle_seconds=0.3)
+        workers.offer(("ml", "j"), body(1))
+        others.offer(("ml", "k"), body(1))
+        await asyncio.sleep(0.05)  # both made their first pass
+        workers.poke(("ml", "j"))  # the last rank started, say: this worker now settles
+        await asyncio.sleep(0.05)
+        await workers.stop()  # within the settle
+        await others.stop()
+        return len(woken.seen), len(idle.seen)
+
+    assert asyncio.run(scenario()) == (2, 1)
