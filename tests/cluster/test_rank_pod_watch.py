@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from aidc import contract
 from aidc.management.apiserver import ApiServer
@@ -50,6 +51,11 @@ def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
     def names(pods: RankPods) -> list[str]:
         return sorted(pod.name for _, pod in pods.get(key, ()))
 
+    def counted(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(f"aidc_operator_{name}_total", labels) or 0.0
+
+    lists, deletions = counted("pod_lists", reason="start"), counted("pod_events", type="DELETED")
+
     async def scenario() -> None:
         woken: list[tuple[str, str]] = []
         server = ApiServer(kube.configuration)
@@ -75,3 +81,5 @@ def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
             await server.close()
 
     asyncio.run(scenario())
+    assert counted("pod_lists", reason="start") == lists + 1
+    assert counted("pod_events", type="DELETED") >= deletions + 2

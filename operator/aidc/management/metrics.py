@@ -26,3 +26,9 @@ RECONCILE_SECONDS = Histogram(
 RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Reconcile passes that raised", ["kind"])
 API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Kubernetes API writes", ["verb", "resource", "code"])
 INVALID_SPECS = Counter(f"{PREFIX}_invalid_specs_total", "Resources whose spec could not be parsed", ["kind"])
+POD_LISTS = Counter(
+    f"{PREFIX}_pod_lists_total",
+    "Lists of the rank pods: one at the start of each watch, more after an expired watch or an error",
+    ["reason"],
+)
+POD_EVENTS = Counter(f"{PREFIX}_pod_events_total", "Watch events of rank pods", ["type"])

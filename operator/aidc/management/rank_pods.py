@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from aidc import contract
+from aidc.management import metrics
 from aidc.management.apiserver import ApiServer
 from aidc.management.observe import RankPod, rank_pod_from
 
@@ -131,19 +132,22 @@ class RankPodWatch:
         self._timeout = timeout_seconds
 
     async def run(self) -> None:
-        backoff = 1.0
+        backoff, reason = 1.0, "start"
         while True:
             try:
+                metrics.POD_LISTS.labels(reason).inc()
                 await self._list()
                 self.synced.set()
                 backoff = 1.0
                 while await self._watch():
                     pass  # the server ended the watch in time: go on from the last version seen
                 log.info("pod watch of %s expired at version %s; listing again", self._name, self.resource_version)
+                reason = "expired"
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # an outage or a refusal: keep trying, never die
                 log.warning("pod watch of %s failed (%s); again in %.0f s", self._name, error, backoff)
+                reason = "error"
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -190,6 +194,7 @@ class RankPodWatch:
                     if pod.get("code") == 410:
                         return False
                     raise WatchRefusedError(f"watch: {pod.get('code')}: {pod.get('message')}")
+                metrics.POD_EVENTS.labels(str(kind)).inc()
                 if kind != "BOOKMARK":
                     for key in self.index.apply(str(kind), pod):
                         self._on_change(key)
