@@ -40,6 +40,14 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 _DELETE = object()
 
+# (id, body) that must be admitted: both tests of the table also check these go through
+VALID: list[tuple[str, dict[str, Any]]] = [
+    ("classifier-defaults", TRAINING_JOB),
+    ("language-model-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "language-model"})),
+    ("gan-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "gan"})),
+    ("inference-service", INFERENCE_SERVICE),
+]
+
 # (id, body, words that the message must contain: the field's name and the problem)
 INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("zero-replicas", _with(TRAINING_JOB, "spec.replicas", 0), ["replicas"]),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from aidc.api import InferenceService, TrainingJob, describe_validation_error
 from aidc.api.base import ApiModel
-from tests.api.cases import INFERENCE_SERVICE, INVALID, TRAINING_JOB
+from tests.api.cases import INFERENCE_SERVICE, INVALID, TRAINING_JOB, VALID
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS: dict[str, type[ApiModel]] = {"TrainingJob": TrainingJob, "InferenceService": InferenceService}
@@ -53,8 +53,8 @@ def test_invalid_resources_are_rejected_with_the_field_named(case: str, body: di
     assert "https://" not in message and "Traceback" not in message
 
 
-@pytest.mark.parametrize("body", [TRAINING_JOB, INFERENCE_SERVICE], ids=["TrainingJob", "InferenceService"])
-def test_the_valid_bases_of_the_table_parse(body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("case", "body"), VALID, ids=[c for c, _ in VALID])
+def test_the_valid_cases_of_the_table_parse(case: str, body: dict[str, Any]) -> None:
     parse(body)
 
 

@@ -11,7 +11,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.api.cases import INFERENCE_SERVICE, INVALID, TRAINING_JOB
+from tests.api.cases import INFERENCE_SERVICE, INVALID, TRAINING_JOB, VALID
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,16 @@ def test_api_server_rejects_what_the_models_reject(
     assert caught.value.status == 422, caught.value.body
     for word in words:
         assert word in caught.value.body, f"{case}: {word!r} not in {caught.value.body}"
+
+
+@pytest.mark.parametrize(("case", "body"), VALID, ids=[c for c, _ in VALID])
+def test_api_server_admits_what_the_models_admit(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, case: str, body: dict[str, Any]
+) -> None:
+    stored = _dry_run_create(kube, namespace, body)
+    trainer = stored["spec"].get("trainer") or {}
+    if "dataset" not in (body["spec"].get("trainer") or {}):
+        assert "dataset" not in trainer  # no default: the trainer picks one per task
 
 
 def test_api_server_applies_the_defaults_of_the_models(

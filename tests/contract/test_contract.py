@@ -104,15 +104,7 @@ OPERATOR_TRAINER_CONFIGS = [
         },
         id="language-model-smallest",
     ),
-    pytest.param(
-        {"task": "language-model"},
-        id="language-model-defaults",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the operator defaults dataset.source to digits for every task, and the trainer cannot "
-            "train a language model on images (exit 78): the operator needs a per-task default or a CEL rule",
-        ),
-    ),
+    pytest.param({"task": "language-model"}, id="language-model-defaults"),
 ]
 
 
@@ -131,3 +123,19 @@ def test_every_trainer_config_the_operator_sends_parses_in_the_trainer(spec: dic
             assert {k: parsed[key][k] for k in value} == value
         else:
             assert parsed[key] == value
+
+
+@pytest.mark.parametrize(
+    ("task", "source"), [("classifier", "digits"), ("gan", "digits"), ("language-model", "synthetic")]
+)
+def test_without_a_dataset_each_task_gets_one_it_can_read(task: str, source: str) -> None:
+    """The CRD has no default dataset (one default cannot suit images and text): the trainer picks per task."""
+    pytest.importorskip("pydantic")
+    from aidc.api.trainingjob import TrainerConfig as OperatorTrainerConfig
+    from aidc_trainer.config import parse_config
+
+    sent = OperatorTrainerConfig.model_validate({"task": task}).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert "dataset" not in sent
+    assert parse_config(sent).dataset.source == source

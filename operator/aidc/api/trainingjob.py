@@ -74,7 +74,13 @@ class TrainerConfig(ApiModel):
     """Configuration of the built-in trainer (passed to it as AIDC_TRAINER_CONFIG)."""
 
     task: Task = Field(description="classifier, gan or language-model.")
-    dataset: Dataset = Field(default_factory=Dataset, description="The training data.")
+    dataset: Dataset | None = Field(
+        default=None,
+        description=(
+            "The training data. Unset: scikit-learn's digits for classifier and gan, synthetic text for "
+            "language-model (the trainer chooses per task)."
+        ),
+    )
     epochs: int = Field(default=8, ge=1, le=100000, description="Passes over the training data.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
     batch_size: int = Field(default=32, ge=1, le=65536, description="Samples per rank per step.")
@@ -253,19 +259,26 @@ class TrainingJobSpec(ApiModel):
             lambda s: s.trainer is not None or s.command is not None,
         ),
         CelRule(
-            "!has(self.trainer) || self.trainer.task != 'language-model' || self.trainer.dataset.source in "
-            "['synthetic', 'text']",
+            "!has(self.trainer) || self.trainer.task != 'language-model' || !has(self.trainer.dataset) || "
+            "self.trainer.dataset.source in ['synthetic', 'text']",
             "the language-model task reads a synthetic or text dataset",
             lambda s: (
                 s.trainer is None
                 or s.trainer.task != "language-model"
+                or s.trainer.dataset is None
                 or s.trainer.dataset.source in ("synthetic", "text")
             ),
         ),
         CelRule(
-            "!has(self.trainer) || self.trainer.task == 'language-model' || self.trainer.dataset.source != 'text'",
+            "!has(self.trainer) || self.trainer.task == 'language-model' || !has(self.trainer.dataset) || "
+            "self.trainer.dataset.source != 'text'",
             "a text dataset is only for the language-model task",
-            lambda s: s.trainer is None or s.trainer.task == "language-model" or s.trainer.dataset.source != "text",
+            lambda s: (
+                s.trainer is None
+                or s.trainer.task == "language-model"
+                or s.trainer.dataset is None
+                or s.trainer.dataset.source != "text"
+            ),
         ),
         CelRule(
             "self.storage == oldSelf.storage",
