@@ -847,18 +847,28 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
-        subprocess.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(kubeconfig),
-                "wait",
-                "--for=condition=Established",
-                "crd/trainingjobs.aidc.io",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        for _attempt in range(3):  # a wait right after the apply can find no CRD yet (once seen)
+            waited = subprocess.run(
+                [
+                    "kubectl",
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    "crd/trainingjobs.aidc.io",
+                    "crd/inferenceservices.aidc.io",
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            if waited.returncode == 0:
+                break
+            print(f"waiting for the CRDs: {waited.stderr.strip()}", file=sys.stderr)
+            time.sleep(2)
+        else:
+            raise SystemExit("the CRDs never became Established")
         bench = Bench(args, kubeconfig, workdir)
         try:
             bench.run()
