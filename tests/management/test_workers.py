@@ -114,3 +114,16 @@ def test_a_graceful_stop_lets_a_settling_worker_make_the_pass_it_was_woken_for()
         return len(woken.seen), len(idle.seen)
 
     assert asyncio.run(scenario()) == (2, 1)
+
+
+def test_a_graceful_stop_right_after_a_poke_still_makes_the_pass() -> None:
+    async def scenario() -> int:
+        recorder = Recorder()
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=lambda kind: None, settle_seconds=0.3)
+        workers.offer(("ml", "j"), body(1))
+        await asyncio.sleep(0.05)
+        workers.poke(("ml", "j"))
+        await workers.stop()  # before the worker has even resumed
+        return len(recorder.seen)
+
+    assert asyncio.run(scenario()) == 2
