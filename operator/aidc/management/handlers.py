@@ -132,9 +132,10 @@ def _poke_training(key: tuple[str, str]) -> None:
     STATE.training_workers.poke(key)
 
 
-# -- indexes: kopf fills them before any handler runs, so no pass ever lists (pods: rank_pods.py) --
-# Every index and event handler is ``async``: kopf runs a plain ``def`` in a thread pool, which
-# cost two thread hand-offs per pod event, and a worker's asyncio.Event must be set on the loop.
+# -- indexes: kopf fills them before any handler runs, so no pass ever lists -------------------
+# (rank pods are not among them: rank_pods.py.) Every index and event handler is ``async``: kopf
+# runs a plain ``def`` in a thread pool, two thread hand-offs per event, and a worker's
+# asyncio.Event must be set on the loop.
 
 
 @kopf.index("services", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})

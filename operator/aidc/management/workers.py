@@ -89,7 +89,6 @@ class Workers:
         self._on_error = on_error
         self._settle = settle_seconds
         self._workers: dict[Key, _Worker] = {}
-        self._stopping = False
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -132,7 +131,6 @@ class Workers:
         to the worker's own task because kopf's shutdown may cancel that task first. A pass cut
         short by the cancellation is simply made again: passes are idempotent.
         """
-        self._stopping = True
         woken = [(key, w) for key, w in self._workers.items() if w.started and (w.busy or w.wake.is_set())]
         for key in list(self._workers):
             await self.forget(key)
