@@ -65,7 +65,7 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
         "name": "trainer",
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": spec.image_pull_policy or settings.image_pull_policy,
-        "command": list(spec.command) if spec.command else DEFAULT_COMMAND,
+        "command": list(spec.command or DEFAULT_COMMAND),
         "env": rank_environment(job, rank, attempt),
         "resources": resource_requirements(spec.resources),
         "ports": ports,

@@ -57,6 +57,8 @@ def merge_pod_spec(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, An
 
     The user adds what the operator does not set (serviceAccountName, runtimeClassName, extra
     volumes or sidecar containers) but cannot break the gang's hostname, restart policy or env.
+    ``ours`` is built for this one pod and handed over as it is; ``theirs`` (the job's template,
+    shared by every pod) is copied. Copying ours too was most of the cost of rendering a gang.
     """
     merged = copy.deepcopy(theirs)
     for key, value in ours.items():
@@ -65,7 +67,7 @@ def merge_pod_spec(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, An
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
-            merged[key] = copy.deepcopy(value)
+            merged[key] = value
     return merged
 
 
@@ -74,5 +76,5 @@ def _merge_named(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> li
     result = []
     for item in ours:
         extra = by_name.pop(item.get("name"), None)
-        result.append({**extra, **item} if extra else copy.deepcopy(item))
-    return result + [copy.deepcopy(item) for item in by_name.values()]
+        result.append({**extra, **item} if extra else item)
+    return result + list(by_name.values())

@@ -78,7 +78,7 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "name": "server",
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": SERVER_COMMAND,
+        "command": list(SERVER_COMMAND),
         "env": env,
         "ports": [{"name": "http", "containerPort": contract.SERVER_PORT}],
         "resources": resource_requirements(spec.resources),
