@@ -325,10 +325,45 @@ def difference(
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
+PROCESS_ORDER = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "operator",
+    "bench",
+    "bench watches",
+)
 WRITES = {"CREATE", "UPDATE", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY", "POST", "PUT"}
 
 
 # -- the operator as its own process -------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of named groups of processes from its creation to ``stop`` (one gone reads 0)."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for name, pids in self.groups.items():
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    seconds[name] = seconds.get(name, 0.0) + process_cpu_seconds(pid)
+        return seconds
+
+    def stop(self) -> dict[str, float]:
+        return {name: max(0.0, t - self._before.get(name, t)) for name, t in self._read().items()}
 
 
 def free_port() -> int:
@@ -388,8 +423,7 @@ class Operator:
         self._sampler.start()
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -468,6 +502,8 @@ class Row:
     rss: float | None = None
     load: str = ""
     complete: str = ""
+    # CPU seconds of every process on the machine that takes part, while the scenario ran
+    process_cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -500,6 +536,16 @@ def print_table(rows: list[Row], limit: float | None) -> None:
     for r in rows:
         print(f"| {r.scenario} | {pct3(r.created_server)} | {pct3(r.running_server)} | {pct3(r.done_server)} |")
     print()
+    names = [n for n in PROCESS_ORDER if any(n in r.process_cpu for r in rows)]
+    if names:
+        print("CPU seconds by process while each scenario ran, and per 1,000 pods (the machine's whole budget)")
+        print("| scenario | " + " | ".join(names) + " | all | all per 1,000 pods |")
+        print("|" + "---|" * (len(names) + 3))
+        for r in rows:
+            total = sum(r.process_cpu.values())
+            cells = " | ".join(f"{r.process_cpu[n]:.1f}" if n in r.process_cpu else "-" for n in names)
+            print(f"| {r.scenario} | {cells} | {total:.1f} | {1000 * total / r.pods if r.pods else 0:.1f} |")
+        print()
     print("Requests per job (writes): the operator's own (verb resource), and the API server's from every client")
     for r in rows:
         if not r.jobs:
@@ -527,8 +573,11 @@ def training_job(name: str, ranks: int, gpus: int, annotations: dict[str, str] |
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, kubeconfig: Path, workdir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, kubeconfig: Path, workdir: Path, control_plane: dict[str, int]
+    ) -> None:
         self.args, self.kubeconfig, self.workdir = args, kubeconfig, workdir
+        self.control_plane = control_plane
         self.http = Http(kubeconfig, maxsize=max(args.submitters, args.limit_threads) + 4)
         self.limit: float | None = None
         self.rows: list[Row] = []
@@ -602,6 +651,7 @@ class Bench:
             bodies.append(training_job(f"{label}-{i:04d}", args.ranks, args.gpus_per_rank, annotations))
         names = [b["metadata"]["name"] for b in bodies]
         api_before, op_before = apiserver_requests(self.http), operator_requests(operator.metrics_port)
+        meter = self.cpu_meter(operator.pid, pod_watch, job_watch)
         cpu_before = operator.cpu_seconds()
         first = self.submit(namespace, bodies, tracker, rate)
         timeout = args.timeout + (jobs / rate if rate else 0)
@@ -621,6 +671,7 @@ class Bench:
             op_writes = difference(operator_requests(operator.metrics_port), op_before)
             api = difference(apiserver_requests(self.http), api_before)
         cpu = operator.cpu_seconds() - cpu_before
+        process_cpu = meter.stop()
         tracker.update()
         row = Row(label, jobs, jobs * args.ranks, 0.0, load=load.stop())
         last_created = [tracker.all_created(n, args.ranks) for n in names]
@@ -651,13 +702,22 @@ class Bench:
                 f"{replaced} pod names with more than one uid, {extra} jobs without exactly {args.ranks} pods"
             )
         row.operator_writes, row.apiserver = op_writes, api
-        row.cpu, row.rss = cpu, operator.peak_rss
+        row.cpu, row.rss, row.process_cpu = cpu, operator.peak_rss, process_cpu
         row.notes.append(f"{tracker.pod_events} pod events watched; operator log {operator_log(self.workdir, label)}")
         operator.stop()
         pod_watch.stop()
         job_watch.stop()
         row.notes.append(f"namespace deleted in {self.delete_namespace(namespace):.0f} s")
         return row
+
+    def cpu_meter(self, operator: int | None, *watches: Watch) -> CpuMeter:
+        """A started meter of the control plane, the operator (if any), this process and its watches."""
+        groups = {name: [pid] for name, pid in self.control_plane.items()}
+        groups["bench"] = [os.getpid()]
+        groups["bench watches"] = [w.process.pid for w in watches if w.process.pid]
+        if operator is not None:
+            groups["operator"] = [operator]
+        return CpuMeter(groups)
 
     def bare_client(self) -> Row:
         """The API server's own limit: the burst's pods from a bare client, no operator running."""
@@ -688,6 +748,7 @@ class Bench:
         pod_watch = Watch(self.kubeconfig, namespace, "pods", self.workdir)
         load = LoadSampler()
         api_before = apiserver_requests(self.http)
+        meter = self.cpu_meter(None, pod_watch)
         path = f"/api/v1/namespaces/{namespace}/pods"
 
         def one(pod: dict[str, Any]) -> float:
@@ -701,7 +762,7 @@ class Bench:
         with ThreadPoolExecutor(args.limit_threads) as pool:
             latencies = list(pool.map(one, pods))
         seconds = time.time() - started
-        row = Row("limit", 0, len(pods), seconds)
+        row = Row("limit", 0, len(pods), seconds, process_cpu=meter.stop())
         tracker = Tracker(pod_watch, pod_watch)
         # Running: every pod observed Running (scheduler and kwok are the same as in the scenarios)
         deadline = time.monotonic() + args.limit_running_timeout
@@ -768,9 +829,10 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def test_bed(args: argparse.Namespace, workdir: Path) -> Iterator[Path]:
+def test_bed(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Path, dict[str, int]]]:
+    """The kubeconfig, and the pid of each control-plane process (none for a bed not started here)."""
     if args.kubeconfig:
-        yield Path(args.kubeconfig)
+        yield Path(args.kubeconfig), {}
         return
     from aidc_testbed import Testbed, TestbedConfig
 
@@ -787,7 +849,8 @@ def test_bed(args: argparse.Namespace, workdir: Path) -> Iterator[Path]:
     )
     with Testbed(config) as bed:
         print(f"test bed with {args.nodes} nodes up in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-        yield bed.kubeconfig
+        state = bed.state
+        yield bed.kubeconfig, {p.name: p.pid for p in (state.processes if state else [])}
 
 
 def main() -> int:
@@ -841,7 +904,7 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"workdir {workdir}", file=sys.stderr)
     started = time.time()
-    with test_bed(args, workdir) as kubeconfig:
+    with test_bed(args, workdir) as (kubeconfig, control_plane):
         subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(REPO / "crds")],
             check=True,
@@ -869,7 +932,7 @@ def main() -> int:
             time.sleep(2)
         else:
             raise SystemExit("the CRDs never became Established")
-        bench = Bench(args, kubeconfig, workdir)
+        bench = Bench(args, kubeconfig, workdir, control_plane)
         try:
             bench.run()
         finally:
