@@ -59,6 +59,20 @@ def test_added_modified_deleted_keep_the_newest_pod_and_wake_its_gang() -> None:
     assert index.get(("ml", "j")) is None and ("ml", "j") not in index
 
 
+def test_an_event_that_changes_nothing_a_decision_reads_wakes_no_gang() -> None:
+    index = GangIndex()
+    index.apply("ADDED", pod("j-0"))
+    running = pod("j-0", phase="Running")
+    assert index.apply("MODIFIED", running) == [("ml", "j")]
+    running["status"]["conditions"] = [{"type": "Ready", "status": "True"}]  # not read by any decision
+    running["metadata"]["resourceVersion"] = "42"
+    assert index.apply("MODIFIED", running) == []
+    assert entries(index, ("ml", "j")) == [("job-uid", "j-0", "Running")]
+    running["metadata"]["ownerReferences"] = [{"uid": "other", "controller": True}]  # the owner is read
+    assert index.apply("MODIFIED", running) == [("ml", "j")]
+    assert index.apply("DELETED", running) == [("ml", "j")]
+
+
 def test_a_pod_moved_to_another_job_leaves_the_first_and_wakes_both() -> None:
     index = GangIndex()
     index.apply("ADDED", pod("p", job="a"))

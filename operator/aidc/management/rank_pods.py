@@ -60,23 +60,31 @@ class GangIndex:
         return self._gangs.keys()
 
     def apply(self, event: str, pod: dict[str, Any]) -> list[Key]:
-        """One watch event (ADDED, MODIFIED, DELETED); the gangs it touched."""
+        """One watch event (ADDED, MODIFIED, DELETED); the gangs whose view it changed.
+
+        A pod's status changes more often than what a decision reads of it (kwok, like a
+        kubelet, writes conditions and container states one by one): an event that leaves its
+        ``RankPod`` as it was wakes no gang.
+        """
         metadata = pod.get("metadata") or {}
         uid = str(metadata.get("uid", ""))
+        job = (metadata.get("labels") or {}).get(contract.LABEL_JOB_NAME)
+        key = None if event == "DELETED" or not job else (str(metadata.get("namespace", "")), str(job))
+        rank = rank_pod_from(pod) if key is not None else None
+        owner = next((r.get("uid") for r in metadata.get("ownerReferences") or () if r.get("controller")), None)
+        old = self._gang_of.get(uid)
+        if rank is not None and old is not None and old == key and self._gangs[old].get(uid) == (owner, rank):
+            return []
         touched: list[Key] = []
-        old = self._gang_of.pop(uid, None)
         if old is not None:
+            del self._gang_of[uid]
             self._drop(old, uid)
             touched.append(old)
-        job = (metadata.get("labels") or {}).get(contract.LABEL_JOB_NAME)
-        if event == "DELETED" or not job:
+        if key is None:
             return touched
-        key = (str(metadata.get("namespace", "")), str(job))
         if key != old:
             touched.append(key)
-        rank = rank_pod_from(pod)
         if rank is not None:  # a pod with the job label but no rank labels wakes the job, no more
-            owner = next((r.get("uid") for r in metadata.get("ownerReferences") or () if r.get("controller")), None)
             self._gangs.setdefault(key, {})[uid] = (owner, rank)
             self._gang_of[uid] = key
         return touched
