@@ -240,6 +240,36 @@ def test_operator_restarts_without_duplicates_or_lost_jobs(
             assert sorted(names) == [f"{name}-{r}" for r in range(replicas)]
 
 
+def test_a_gang_the_quota_refuses_in_part_is_completed_not_restarted(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    core = client.CoreV1Api(kube)
+    quota = {"metadata": {"name": "pods"}, "spec": {"hard": {"pods": "2"}}}
+    core.create_namespaced_resource_quota(namespace, quota)
+    # the quota admits nothing until the controller manager has counted what it covers
+    wait_for(lambda: core.read_namespaced_resource_quota("pods", namespace).status.hard, message="quota counted")
+    with run_operator(namespace):
+        create(kube, namespace, TJ, training_job("quota", {"replicas": 4}))
+        refused = wait_for(
+            lambda: get(kube, namespace, TJ, "quota"),
+            until=lambda j: (condition(j, "Scheduled") or {}).get("reason") == "CreationFailed",
+            message="the refusal in status",
+        )
+        assert "exceeded quota" in condition(refused, "Scheduled")["message"]  # type: ignore[index]
+        # two ranks exist, two do not: that is no gang yet, so nothing may count as lost
+        assert "gangCreatedTime" not in refused["status"]
+        assert len(pods(kube, namespace, "quota")) == 2
+        core.patch_namespaced_resource_quota("pods", namespace, {"spec": {"hard": {"pods": "10"}}})
+        running = wait_for(
+            lambda: get(kube, namespace, TJ, "quota"),
+            until=lambda j: condition_is(j, "Running"),
+            timeout=60,
+            message="the rest of the gang created and running",
+        )
+        assert running["status"]["restarts"] == 0 and running["status"]["gangAttempt"] == 0
+        assert [p.metadata.name for p in pods(kube, namespace, "quota")] == [f"quota-{r}" for r in range(4)]
+
+
 def test_operator_writes_status_only(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:

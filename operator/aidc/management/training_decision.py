@@ -341,11 +341,17 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
 
     if missing:
         stale_names = {p.name for p in stale}
-        for rank in missing:
-            if names[rank] not in stale_names:  # the old pod of that name must be gone first
-                d.plan.create.append(rank_pod(job, rank, attempt, obs.settings))
+        creatable = [rank for rank in missing if names[rank] not in stale_names]  # old pods must be gone first
+        for rank in creatable:
+            d.plan.create.append(rank_pod(job, rank, attempt, obs.settings))
         d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
-        d.condition("Scheduled", False, "Creating", f"{spec.replicas - len(missing)}/{spec.replicas} ranks created")
+        if len(creatable) == len(missing):
+            # once these creates succeed every rank exists: the gang is recorded in the same
+            # status write (the apply layer takes it back when the API server refuses a create)
+            d.update(gang_created_time=now)
+            d.condition("Scheduled", False, "Creating", f"creating {len(missing)}/{spec.replicas} ranks")
+        else:
+            d.condition("Scheduled", False, "Creating", f"{spec.replicas - len(missing)}/{spec.replicas} ranks created")
         d.plan.routine_progress = True
         d.plan.requeue(obs.settings.expectation_seconds)
         return
