@@ -47,6 +47,28 @@ def test_pokes_during_a_pass_become_one_more_pass_with_the_newest_body() -> None
     assert [s["metadata"]["resourceVersion"] for s in seen] == ["1", "3"]
 
 
+def test_a_worker_s_own_write_coming_back_through_the_watch_makes_no_pass() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+
+        async def write_status(body_seen: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, None]:
+            seen.append(body_seen)
+            return (body(2) if len(seen) == 1 else None), None  # the first pass writes version 2
+
+        workers = Workers("TrainingJob", write_status, resync_seconds=3600, on_error=lambda kind: None)
+        workers.offer(("ml", "j"), body(1))
+        await asyncio.sleep(0.05)
+        workers.offer(("ml", "j"), body(2))  # the watch delivers the write: nothing new
+        await asyncio.sleep(0.05)
+        workers.offer(("ml", "j"), body(3))  # someone else changed the job
+        await asyncio.sleep(0.05)
+        await workers.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [s["metadata"]["resourceVersion"] for s in seen] == ["1", "3"]
+
+
 def test_a_worker_keeps_no_managed_fields() -> None:
     async def scenario() -> list[dict[str, Any]]:
         recorder = Recorder()

@@ -97,13 +97,21 @@ class Workers:
         return [w.memory.phase for w in self._workers.values()]
 
     def offer(self, key: Key, body: dict[str, Any]) -> None:
-        """A new version of the resource: keep the newest and wake its worker."""
+        """A version of the resource: keep the newest and wake its worker.
+
+        A version the worker holds already wakes nobody: most are the worker's own status
+        writes coming back through the watch (each pass keeps the body its write returned),
+        and a pass for them would decide again what was just decided.
+        """
         body = _slim(body)
         worker = self._workers.get(key)
         if worker is None:
             worker = self._workers[key] = _Worker(body=body)
             worker.task = asyncio.create_task(self._run(key, worker), name=f"{self.kind}/{key[0]}/{key[1]}")
-        elif _version(body) >= _version(worker.body):
+        else:
+            offered, held = _version(body), _version(worker.body)
+            if offered and offered <= held:
+                return
             worker.body = body
         worker.wake.set()
 
