@@ -69,8 +69,11 @@ def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
             await until(lambda: names(pods) == ["j-0", "j-1"], "the created rank in the index")
             assert key in woken
             woken.clear()
-            core.patch_namespaced_pod("j-1", namespace, {"metadata": {"annotations": {"seen": "yes"}}})
+            # a change a decision reads (a heartbeat); one it does not read wakes nobody (unit tests)
+            beat = {"metadata": {"annotations": {contract.ANNOTATION_PROGRESS: '{"step": 1}'}}}
+            core.patch_namespaced_pod("j-1", namespace, beat)
             await until(lambda: key in woken, "a change to wake the gang")
+            assert next(p for _, p in pods[key] if p.name == "j-1").progress == {"step": 1}
             core.delete_namespaced_pod("j-0", namespace, grace_period_seconds=0)
             await until(lambda: names(pods) == ["j-1"], "the deleted rank gone from the index")
             core.delete_namespaced_pod("j-1", namespace, grace_period_seconds=0)
