@@ -310,13 +310,22 @@ def apiserver_requests(http: Http) -> dict[tuple[str, ...], float]:
     return parse_counters(data.decode(), "apiserver_request_total", ("verb", "resource", "subresource"))
 
 
-def operator_requests(port: int) -> dict[tuple[str, ...], float]:
+def operator_metrics(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+            return str(response.read().decode())
     except OSError:
-        return {}
-    return parse_counters(text, "aidc_operator_api_requests_total", ("verb", "resource"))
+        return ""
+
+
+def operator_requests(port: int) -> dict[tuple[str, ...], float]:
+    return parse_counters(operator_metrics(port), "aidc_operator_api_requests_total", ("verb", "resource"))
+
+
+def operator_passes(port: int) -> float:
+    """Reconcile passes of TrainingJobs so far."""
+    counts = parse_counters(operator_metrics(port), "aidc_operator_reconcile_duration_seconds_count", ("kind",))
+    return counts.get(("TrainingJob",), 0.0)
 
 
 def difference(
@@ -538,7 +547,10 @@ def print_table(rows: list[Row], limit: float | None) -> None:
     print()
     names = [n for n in PROCESS_ORDER if any(n in r.process_cpu for r in rows)]
     if names:
-        print("CPU seconds by process while each scenario ran, and per 1,000 pods (the machine's whole budget)")
+        print(
+            "CPU seconds by process, from the first submit until every job's ranks were seen Running "
+            "(limit: until its last create returned), and per 1,000 pods"
+        )
         print("| scenario | " + " | ".join(names) + " | all | all per 1,000 pods |")
         print("|" + "---|" * (len(names) + 3))
         for r in rows:
@@ -652,6 +664,7 @@ class Bench:
         names = [b["metadata"]["name"] for b in bodies]
         api_before, op_before = apiserver_requests(self.http), operator_requests(operator.metrics_port)
         meter = self.cpu_meter(operator.pid, pod_watch, job_watch)
+        passes_before = operator_passes(operator.metrics_port)
         cpu_before = operator.cpu_seconds()
         first = self.submit(namespace, bodies, tracker, rate)
         timeout = args.timeout + (jobs / rate if rate else 0)
@@ -672,6 +685,7 @@ class Bench:
             api = difference(apiserver_requests(self.http), api_before)
         cpu = operator.cpu_seconds() - cpu_before
         process_cpu = meter.stop()
+        passes = operator_passes(operator.metrics_port) - passes_before
         tracker.update()
         row = Row(label, jobs, jobs * args.ranks, 0.0, load=load.stop())
         last_created = [tracker.all_created(n, args.ranks) for n in names]
@@ -703,7 +717,10 @@ class Bench:
             )
         row.operator_writes, row.apiserver = op_writes, api
         row.cpu, row.rss, row.process_cpu = cpu, operator.peak_rss, process_cpu
-        row.notes.append(f"{tracker.pod_events} pod events watched; operator log {operator_log(self.workdir, label)}")
+        row.notes.append(
+            f"{tracker.pod_events} pod events watched; {passes / jobs:.1f} reconcile passes per job; "
+            f"operator log {operator_log(self.workdir, label)}"
+        )
         operator.stop()
         pod_watch.stop()
         job_watch.stop()
