@@ -549,7 +549,7 @@ def print_table(rows: list[Row], limit: float | None) -> None:
     if names:
         print(
             "CPU seconds by process, from the first submit until every job's ranks were seen Running "
-            "(limit: until its last create returned), and per 1,000 pods"
+            "(lifecycle: Succeeded; limit: until its last create returned), and per 1,000 pods"
         )
         print("| scenario | " + " | ".join(names) + " | all | all per 1,000 pods |")
         print("|" + "---|" * (len(names) + 3))
