@@ -69,6 +69,28 @@ def test_a_worker_s_own_write_coming_back_through_the_watch_makes_no_pass() -> N
     assert [s["metadata"]["resourceVersion"] for s in seen] == ["1", "3"]
 
 
+def test_a_spec_changed_while_a_pass_wrote_status_gets_a_pass_of_its_own() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+
+        async def write_status(body_seen: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, None]:
+            seen.append(body_seen)
+            # the first write lands on top of a spec change (version 2, generation 2) it never saw
+            return (body(3, generation=2) if len(seen) == 1 else None), None
+
+        workers = Workers("TrainingJob", write_status, resync_seconds=3600, on_error=lambda kind: None)
+        workers.offer(("ml", "j"), body(1, generation=1))
+        await asyncio.sleep(0.05)
+        workers.offer(("ml", "j"), body(2, generation=2))  # the watch, late: older than what is held
+        workers.offer(("ml", "j"), body(3, generation=2))
+        await asyncio.sleep(0.05)
+        await workers.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [(s["metadata"]["resourceVersion"], s["metadata"]["generation"]) for s in seen] == [("1", 1), ("3", 2)]
+
+
 def test_a_worker_keeps_no_managed_fields() -> None:
     async def scenario() -> list[dict[str, Any]]:
         recorder = Recorder()

@@ -53,6 +53,10 @@ def _slim(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
 
 
+def _generation(body: dict[str, Any]) -> Any:
+    return (body.get("metadata") or {}).get("generation")
+
+
 def _version(body: dict[str, Any] | None) -> int:
     try:
         return int((body or {}).get("metadata", {}).get("resourceVersion", 0))
@@ -170,8 +174,9 @@ class Workers:
 
     async def _pass(self, key: Key, worker: _Worker) -> float | None:
         """One reconcile; what it asks for: seconds until the next pass, if any."""
+        base = worker.body
         try:
-            updated, requeue = await self._reconcile(worker.body, worker.memory)
+            updated, requeue = await self._reconcile(base, worker.memory)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug or an API outage must not kill the worker
@@ -179,5 +184,9 @@ class Workers:
             self._on_error(self.kind)
             updated, requeue = None, 5.0
         if updated is not None and _version(updated) >= _version(worker.body):
+            if _generation(updated) != _generation(base):
+                # the spec changed while this pass decided from the old one; the watch's copy of
+                # that change is no newer than the body kept here, so it would wake nobody
+                worker.wake.set()
             worker.body = _slim(updated)
         return requeue
