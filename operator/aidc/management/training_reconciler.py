@@ -172,13 +172,8 @@ class TrainingReconciler:
         return error
 
     def _with_creation_error(self, job: TrainingJob, plan: Plan, error: CreationRefusedError) -> Plan:
-        """An object the API server refused (quota, admission, a bad podTemplate) becomes the reason.
-
-        A gang the decision recorded as created in this pass is not: the next pass creates the
-        ranks still missing rather than taking them for lost.
-        """
-        before = job.status or TrainingJobStatus()
-        status = TrainingJobStatus.model_validate(plan.status or before.to_wire())
+        """An object the API server refused (quota, admission, a bad podTemplate) becomes the reason."""
+        status = TrainingJobStatus.model_validate(plan.status or (job.status.to_wire() if job.status else {}))
         now = datetime.now(UTC)
         conditions = set_condition(
             list(status.conditions),
@@ -189,8 +184,7 @@ class TrainingReconciler:
             int(job.metadata.get("generation") or 0) or None,
             now,
         )
-        update = {"conditions": conditions, "gang_created_time": before.gang_created_time}
-        plan.status = status.model_copy(update=update).to_wire()
+        plan.status = status.model_copy(update={"conditions": conditions}).to_wire()
         plan.events.append(Event("Warning", "CreationFailed", str(error)))
         plan.routine_progress = False
         plan.requeue(30)
