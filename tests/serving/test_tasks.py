@@ -69,7 +69,10 @@ def test_gan_generates_from_latent_noise_or_a_count(gan_export: Path) -> None:
             call("/v2/models/m/infer", seeded), call("/v2/models/m/infer", seeded)
         )
         assert s1 == s2 == 200 and first["outputs"][0]["shape"] == [3, 1, 28, 28]
-        assert first["outputs"] == second["outputs"]  # same seed, same images
+        # same seed, same images: the two requests may share a batch or not, and a batched forward
+        # pass rounds differently in the last bits (seen once, ~1e-7 apart)
+        assert first["outputs"][0]["shape"] == second["outputs"][0]["shape"]
+        np.testing.assert_allclose(first["outputs"][0]["data"], second["outputs"][0]["data"], atol=1e-5)
         pixels = np.array(first["outputs"][0]["data"])
         assert pixels.min() >= 0 and pixels.max() <= 1
         for body, message in [
