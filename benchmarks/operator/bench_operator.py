@@ -921,6 +921,7 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"workdir {workdir}", file=sys.stderr)
     started = time.time()
+    commit = git_commit()  # now: a run takes long enough for the checkout to move on meanwhile
     with test_bed(args, workdir) as (kubeconfig, control_plane):
         subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(REPO / "crds")],
@@ -955,7 +956,7 @@ def main() -> int:
         finally:
             print()
             print(
-                f"aidc operator benchmark: commit {git_commit()}; {machine()}; "
+                f"aidc operator benchmark: commit {commit} at the start; {machine()}; "
                 f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
                 f"{time.time() - started:.0f} s in all"
             )
