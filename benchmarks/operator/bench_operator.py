@@ -382,7 +382,7 @@ def free_port() -> int:
 
 
 class Operator:
-    """``aidc run --standalone`` with KUBECONFIG; CPU seconds and RSS from /proc."""
+    """``aidc run --standalone`` with KUBECONFIG; its peak RSS from /proc (CPU seconds: ``CpuMeter``)."""
 
     def __init__(self, kubeconfig: Path, log: Path, env: dict[str, str], profile: Path | None = None) -> None:
         self.metrics_port = free_port()
@@ -427,12 +427,8 @@ class Operator:
                 self.pid = int(
                     Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()[0]
                 )
-        self.cpu_at_start = self.cpu_seconds()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -665,7 +661,6 @@ class Bench:
         api_before, op_before = apiserver_requests(self.http), operator_requests(operator.metrics_port)
         meter = self.cpu_meter(operator.pid, pod_watch, job_watch)
         passes_before = operator_passes(operator.metrics_port)
-        cpu_before = operator.cpu_seconds()
         first = self.submit(namespace, bodies, tracker, rate)
         timeout = args.timeout + (jobs / rate if rate else 0)
         created = self.wait(tracker, names, args.ranks, lambda n: tracker.all_created(n, args.ranks), timeout)
@@ -683,7 +678,6 @@ class Bench:
             done = self.wait(tracker, names, args.ranks, lambda n: tracker.jobs[n].succeeded, timeout + 40)
             op_writes = difference(operator_requests(operator.metrics_port), op_before)
             api = difference(apiserver_requests(self.http), api_before)
-        cpu = operator.cpu_seconds() - cpu_before
         process_cpu = meter.stop()
         passes = operator_passes(operator.metrics_port) - passes_before
         tracker.update()
@@ -716,7 +710,7 @@ class Bench:
                 f"{replaced} pod names with more than one uid, {extra} jobs without exactly {args.ranks} pods"
             )
         row.operator_writes, row.apiserver = op_writes, api
-        row.cpu, row.rss, row.process_cpu = cpu, operator.peak_rss, process_cpu
+        row.cpu, row.rss, row.process_cpu = process_cpu.get("operator"), operator.peak_rss, process_cpu
         row.notes.append(
             f"{tracker.pod_events} pod events watched; {passes / jobs:.1f} reconcile passes per job; "
             f"operator log {operator_log(self.workdir, label)}"
