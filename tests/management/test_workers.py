@@ -13,10 +13,15 @@ def body(version: int, **metadata: Any) -> dict[str, Any]:
 
 
 class Recorder:
-    def __init__(self, gate: asyncio.Event | None = None, fail_first: bool = False) -> None:
+    """A reconcile that records what it saw; ``writes``: the body its first pass's status write returns."""
+
+    def __init__(
+        self, gate: asyncio.Event | None = None, fail_first: bool = False, writes: dict[str, Any] | None = None
+    ) -> None:
         self.seen: list[dict[str, Any]] = []
         self.gate = gate
         self.fail_first = fail_first
+        self.writes = writes
 
     async def __call__(self, seen: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
         self.seen.append(seen)
@@ -24,7 +29,7 @@ class Recorder:
             raise RuntimeError("the API server is away")
         if self.gate is not None:
             await self.gate.wait()
-        return None, None
+        return (self.writes if len(self.seen) == 1 else None), None
 
 
 def test_pokes_during_a_pass_become_one_more_pass_with_the_newest_body() -> None:
@@ -49,13 +54,8 @@ def test_pokes_during_a_pass_become_one_more_pass_with_the_newest_body() -> None
 
 def test_a_worker_s_own_write_coming_back_through_the_watch_makes_no_pass() -> None:
     async def scenario() -> list[dict[str, Any]]:
-        seen: list[dict[str, Any]] = []
-
-        async def write_status(body_seen: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, None]:
-            seen.append(body_seen)
-            return (body(2) if len(seen) == 1 else None), None  # the first pass writes version 2
-
-        workers = Workers("TrainingJob", write_status, resync_seconds=3600, on_error=lambda kind: None)
+        recorder = Recorder(writes=body(2))  # the first pass writes version 2
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=lambda kind: None)
         workers.offer(("ml", "j"), body(1))
         await asyncio.sleep(0.05)
         workers.offer(("ml", "j"), body(2))  # the watch delivers the write: nothing new
@@ -63,7 +63,7 @@ def test_a_worker_s_own_write_coming_back_through_the_watch_makes_no_pass() -> N
         workers.offer(("ml", "j"), body(3))  # someone else changed the job
         await asyncio.sleep(0.05)
         await workers.stop()
-        return seen
+        return recorder.seen
 
     seen = asyncio.run(scenario())
     assert [s["metadata"]["resourceVersion"] for s in seen] == ["1", "3"]
@@ -71,21 +71,16 @@ def test_a_worker_s_own_write_coming_back_through_the_watch_makes_no_pass() -> N
 
 def test_a_spec_changed_while_a_pass_wrote_status_gets_a_pass_of_its_own() -> None:
     async def scenario() -> list[dict[str, Any]]:
-        seen: list[dict[str, Any]] = []
-
-        async def write_status(body_seen: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, None]:
-            seen.append(body_seen)
-            # the first write lands on top of a spec change (version 2, generation 2) it never saw
-            return (body(3, generation=2) if len(seen) == 1 else None), None
-
-        workers = Workers("TrainingJob", write_status, resync_seconds=3600, on_error=lambda kind: None)
+        # the first write lands on top of a spec change (version 2, generation 2) it never saw
+        recorder = Recorder(writes=body(3, generation=2))
+        workers = Workers("TrainingJob", recorder, resync_seconds=3600, on_error=lambda kind: None)
         workers.offer(("ml", "j"), body(1, generation=1))
         await asyncio.sleep(0.05)
         workers.offer(("ml", "j"), body(2, generation=2))  # the watch, late: older than what is held
         workers.offer(("ml", "j"), body(3, generation=2))
         await asyncio.sleep(0.05)
         await workers.stop()
-        return seen
+        return recorder.seen
 
     seen = asyncio.run(scenario())
     assert [(s["metadata"]["resourceVersion"], s["metadata"]["generation"]) for s in seen] == [("1", 1), ("3", 2)]
