@@ -28,7 +28,8 @@ class OperatorSettings:
     resync_seconds: int = 60
     # pods stuck Terminating this long past their grace period (their node is gone) are force-deleted
     stuck_terminating_seconds: int = 60
-    # pods created but never observed within this long are treated as gone
+    # pods created but not delivered by the watch within this long are checked with the API server:
+    # expected for another window when it has them, else treated as gone
     expectation_seconds: int = 30
     max_concurrent_api_calls: int = 64
     # A job's status is written at once when its phase changes; other changes (replica counts,

@@ -57,14 +57,34 @@ def test_new_job_creates_service_and_every_rank() -> None:
     assert status_of(plan)["phase"] == "Pending"
     assert reasons(plan)["Scheduled"] == ("False", "Creating")
     assert plan.routine_progress
-    # not recorded as created until its ranks are seen (or expected): see the next test
-    assert "gangCreatedTime" not in status_of(plan)
+    # the gang is recorded in the pass that creates it: one status write, not two
+    assert status_of(plan)["gangCreatedTime"] == NOW.isoformat().replace("+00:00", "Z")
 
 
 def test_created_but_unseen_pods_are_not_created_twice() -> None:
     plan = run(job(), [], expected=frozenset({"mnist-0", "mnist-1"}))
     assert plan.create == []
     assert status_of(plan)["gangCreatedTime"]
+
+
+def test_a_recorded_gang_waits_for_ranks_still_expected_and_comes_back_to_ask() -> None:
+    recorded = {"phase": "Pending", "gangCreatedTime": ago(40)}
+    plan = run(job(status=recorded), [pod(0)], expected=frozenset({"mnist-1"}))
+    assert plan.create == [] and plan.delete == []
+    assert status_of(plan)["restarts"] == 0 and status_of(plan)["phase"] == "Pending"
+    assert reasons(plan)["Scheduled"] == ("False", "WaitingForGang")
+    assert next(c for c in status_of(plan)["conditions"] if c["type"] == "Scheduled")["message"] == (
+        "1/2 ranks scheduled"
+    )
+    # within expectationSeconds the reconciler asks the API server whether mnist-1 exists
+    assert plan.requeue_after == 30
+
+
+def test_a_recorded_gang_whose_rank_is_neither_seen_nor_expected_restarts() -> None:
+    recorded = {"phase": "Pending", "gangCreatedTime": ago(40)}
+    plan = run(job(status=recorded), [pod(0)])
+    assert status_of(plan)["phase"] == "Restarting" and status_of(plan)["restarts"] == 1
+    assert reasons(plan)["Restarting"] == ("True", "RankLost")
 
 
 def test_sized_checkpoint_claim_is_created_without_owner_by_default() -> None:
@@ -208,10 +228,12 @@ def test_restarting_waits_for_backoff_then_for_old_pods_then_recreates_the_same_
     after_backoff = {**restarting, "lastRestartTime": ago(11)}
     old_pod_left = run(job(status=after_backoff), [pod(0, attempt=0, deletion=NOW)])
     assert [o["metadata"]["name"] for o in old_pod_left.create] == ["mnist-1"]
+    assert "gangCreatedTime" not in status_of(old_pod_left)  # rank 0 is still to come
     recreated = run(job(status=after_backoff), [])
     pods = [o for o in recreated.create if o["kind"] == "Pod"]
     assert [p["metadata"]["name"] for p in pods] == ["mnist-0", "mnist-1"]
     assert {p["metadata"]["labels"]["aidc.io/gang-attempt"] for p in pods} == {"1"}
+    assert status_of(recreated)["gangCreatedTime"]
     assert pods[1]["spec"]["hostname"] == "mnist-1" and pods[1]["spec"]["subdomain"] == "mnist"
 
 

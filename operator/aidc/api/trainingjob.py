@@ -344,7 +344,7 @@ class TrainingJobStatus(StatusModel):
     completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")
     last_restart_time: datetime | None = Field(default=None, description="When the gang was last replaced.")
     gang_created_time: datetime | None = Field(
-        default=None, description="When every rank of the current gang was first seen created."
+        default=None, description="When every rank of the current gang had been created."
     )
     gang_running_time: datetime | None = Field(
         default=None, description="When every rank of the current gang was first seen running."

@@ -3,8 +3,8 @@
 The official client is synchronous: each call was a hand-off to a worker thread and back, and
 its typed methods validate their arguments with pydantic and turn bodies into the client's
 models and back. In a burst of gangs that was a fifth of the operator's CPU. The calls made per
-pod or per job -- creates, status merge-patches, events -- and the rank pod watch go through
-here; the rare ones (server-side apply, deletions, pod groups' discovery) stay on the client.
+pod or per job -- creates, status merge-patches, events, the check of an overdue pod -- and the
+rank pod watch go through here; the rare ones (server-side apply, deletions, pod groups' discovery) stay on the client.
 Address, TLS and credentials come from the client's own configuration, so both reach the same
 server as the same user.
 """
@@ -72,18 +72,29 @@ class ApiServer:
         )
 
     async def send(
-        self, method: str, path: str, body: dict[str, Any], content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        accept: str | None = None,
     ) -> tuple[int, bytes]:
-        """One request with a JSON body; the status and the raw answer (callers decide what an error is)."""
+        """One request, with a JSON body unless ``body`` is None; the status and the raw answer
+        (callers decide what an error is)."""
         if self._requests is None:
             self._requests = asyncio.Semaphore(self._max_requests)
+        headers = self.headers(content_type if body is not None else None)
+        if accept:
+            headers["Accept"] = accept
         async with (
             self._requests,
             self.session.request(
                 method,
                 self.host + path,
-                data=json.dumps(body, separators=(",", ":")).encode(),
-                headers=self.headers(content_type),
+                params=params,
+                data=json.dumps(body, separators=(",", ":")).encode() if body is not None else None,
+                headers=headers,
                 ssl=self.ssl,
                 server_hostname=self.server_hostname,
                 timeout=REQUEST_TIMEOUT,

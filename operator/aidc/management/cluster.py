@@ -23,6 +23,7 @@ from aidc.api.common import GROUP, VERSION
 from aidc.compute.identity import trainer_identity
 from aidc.management import metrics
 from aidc.management.apiserver import ApiServer
+from aidc.management.observe import is_owned_by
 from aidc.management.plan import Event, PodDeletion
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ class Cluster:
         metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
         return result
 
-    async def _send(self, verb: str, resource: str, method: str, path: str, body: dict[str, Any], **kw: str) -> bytes:
+    async def _send(
+        self, verb: str, resource: str, method: str, path: str, body: dict[str, Any] | None, **kw: Any
+    ) -> bytes:
         """A request over ``ApiServer``, counted like the client's; a refusal raises ApiException."""
         status, answer = await self.server.send(method, path, body, **kw)
         if not 200 <= status <= 299:
@@ -175,6 +178,24 @@ class Cluster:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    async def owned_pod_names(self, namespace: str, selector: str, owner_uid: str) -> set[str]:
+        """Names of the pods matching ``selector`` that ``owner_uid`` controls, as the API server has them now.
+
+        Only their metadata is sent (``PartialObjectMetadataList``): the check needs names and
+        owners, not eight full pods. Raises ``ApiException``, ``aiohttp.ClientError`` or ``TimeoutError``.
+        """
+        answer = await self._send(
+            "list",
+            "pods",
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            None,
+            params={"labelSelector": selector},
+            accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+        )
+        items = json.loads(answer).get("items") or []
+        return {str(item["metadata"]["name"]) for item in items if is_owned_by(item, owner_uid)}
 
     async def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patches the status subresource; returns the object as the API server now has it."""

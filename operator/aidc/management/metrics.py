@@ -24,7 +24,11 @@ RECONCILE_SECONDS = Histogram(
     f"{PREFIX}_reconcile_duration_seconds", "One reconcile pass", ["kind"], buckets=LATENCY_BUCKETS
 )
 RECONCILE_ERRORS = Counter(f"{PREFIX}_reconcile_errors_total", "Reconcile passes that raised", ["kind"])
-API_REQUESTS = Counter(f"{PREFIX}_api_requests_total", "Kubernetes API writes", ["verb", "resource", "code"])
+API_REQUESTS = Counter(
+    f"{PREFIX}_api_requests_total",
+    "Kubernetes API requests (writes, and lists of overdue pods)",
+    ["verb", "resource", "code"],
+)
 INVALID_SPECS = Counter(f"{PREFIX}_invalid_specs_total", "Resources whose spec could not be parsed", ["kind"])
 POD_LISTS = Counter(
     f"{PREFIX}_pod_lists_total",
@@ -32,3 +36,8 @@ POD_LISTS = Counter(
     ["reason"],
 )
 POD_EVENTS = Counter(f"{PREFIX}_pod_events_total", "Watch events of rank pods", ["type"])
+OVERDUE_PODS = Counter(
+    f"{PREFIX}_overdue_pods_total",
+    "Pods the operator created that its watch had not delivered after expectationSeconds, by what the API server said",
+    ["outcome"],
+)

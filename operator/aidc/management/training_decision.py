@@ -341,19 +341,22 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
 
     if missing:
         stale_names = {p.name for p in stale}
-        for rank in missing:
-            if names[rank] not in stale_names:  # the old pod of that name must be gone first
-                d.plan.create.append(rank_pod(job, rank, attempt, obs.settings))
+        creatable = [rank for rank in missing if names[rank] not in stale_names]  # old pods must be gone first
+        for rank in creatable:
+            d.plan.create.append(rank_pod(job, rank, attempt, obs.settings))
         d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
-        d.condition("Scheduled", False, "Creating", f"{spec.replicas - len(missing)}/{spec.replicas} ranks created")
+        if len(creatable) == len(missing):
+            # once these creates succeed every rank exists: the gang is recorded in the same
+            # status write (the apply layer takes it back when the API server refuses a create)
+            d.update(gang_created_time=now)
+            d.condition("Scheduled", False, "Creating", f"creating {len(missing)}/{spec.replicas} ranks")
+        else:
+            d.condition("Scheduled", False, "Creating", f"{spec.replicas - len(missing)}/{spec.replicas} ranks created")
         d.plan.routine_progress = True
         d.plan.requeue(obs.settings.expectation_seconds)
         return
 
-    if d.status.gang_created_time is None:
-        # every rank seen (or just created): from now on a missing rank is a lost one. Not
-        # recorded in the pass that creates the ranks: a watch lagging behind the creates by more
-        # than expectationSeconds then made created ranks look lost (RESULTS.md, round 4)
+    if d.status.gang_created_time is None:  # every rank is there, but the pass that created them did not record it
         d.update(gang_created_time=now)
     created = d.status.gang_created_time or now
 
@@ -366,6 +369,10 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
 
     gated = [p for p in current if p.gated]
     unscheduled = [p for p in current if not p.scheduled and p.phase == "Pending"]
+    # created, not yet delivered by the watch: not scheduled as far as anyone knows
+    unseen = sum(1 for r in range(spec.replicas) if r not in by_rank)
+    if unseen:
+        d.plan.requeue(obs.settings.expectation_seconds)  # then the reconciler asks the API server
     pulling = [p for p in current if p.image_pull_error]
     running = [p for p in current if p.running]
     done = [p for p in current if p.phase == "Succeeded"]
@@ -376,9 +383,9 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
         message = f"{len(gated)}/{spec.replicas} ranks wait for admission by the gang scheduler"
         d.phase("Queued", "Queued", message)
         d.condition("Scheduled", False, "Queued", message)
-    elif unscheduled:
+    elif unscheduled or unseen:
         why = next((p.unschedulable for p in unscheduled if p.unschedulable), None)
-        scheduled = spec.replicas - len(unscheduled)
+        scheduled = spec.replicas - len(unscheduled) - unseen
         message = f"{scheduled}/{spec.replicas} ranks scheduled" + (f"; the scheduler says: {why}" if why else "")
         if waited >= timeout:
             if spec.scheduling_policy.on_schedule_timeout == "Fail":
