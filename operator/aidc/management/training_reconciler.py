@@ -187,13 +187,15 @@ class TrainingReconciler:
             elif obj["kind"] == "PodGroup":
                 memory.ensured.add(f"podgroup/{obj['metadata']['name']}")
 
-        # supporting objects first (the pods need the Service and the claim), then the gang at once
-        first = [o for o in plan.create if o["kind"] != "Pod"]
-        pods = [o for o in plan.create if o["kind"] == "Pod"]
-        if pods:
+        # the claim and the pod group before the gang (a scheduler must find them), then the gang
+        # at once, with its Service: a Service may follow its pods (DNS names appear when it
+        # does, before any rank resolves rank 0), so it costs the gang no round trip
+        first = [o for o in plan.create if o["kind"] not in ("Pod", "Service")]
+        gang = [o for o in plan.create if o["kind"] in ("Pod", "Service")]
+        if any(o["kind"] == "Pod" for o in gang):
             await self.cluster.ensure_trainer_identity(namespace)
         error: CreationRefusedError | None = None
-        for batch in (first, pods):
+        for batch in (first, gang):
             results = await asyncio.gather(*(create(o) for o in batch), return_exceptions=True)
             for result in results:
                 if isinstance(result, CreationRefusedError):
