@@ -322,6 +322,16 @@ def operator_requests(port: int) -> dict[tuple[str, ...], float]:
     return parse_counters(operator_metrics(port), "aidc_operator_api_requests_total", ("verb", "resource"))
 
 
+def operator_outcomes(port: int) -> str:
+    """Gang restarts by reason, and the overdue pods the operator checked with the API server."""
+    text = operator_metrics(port)
+    restarts = parse_counters(text, "aidc_operator_trainingjob_restarts_total", ("reason",))
+    overdue = parse_counters(text, "aidc_operator_overdue_pods_total", ("outcome",))
+    by_reason = ", ".join(f"{k[0]} {v:.0f}" for k, v in sorted(restarts.items()) if v) or "none"
+    checked = ", ".join(f"{k[0]} {v:.0f}" for k, v in sorted(overdue.items()) if v) or "none"
+    return f"gang restarts: {by_reason}; overdue pods checked with the API server: {checked}"
+
+
 def operator_passes(port: int) -> float:
     """Reconcile passes of TrainingJobs so far."""
     counts = parse_counters(operator_metrics(port), "aidc_operator_reconcile_duration_seconds_count", ("kind",))
@@ -720,6 +730,7 @@ class Bench:
             f"{tracker.pod_events} pod events watched; {passes / jobs:.1f} reconcile passes per job; "
             f"operator log {operator_log(self.workdir, label)}"
         )
+        row.notes.append(operator_outcomes(operator.metrics_port))
         operator.stop()
         pod_watch.stop()
         job_watch.stop()

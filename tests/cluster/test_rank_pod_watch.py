@@ -86,3 +86,35 @@ def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
     asyncio.run(scenario())
     assert counted("pod_lists", reason="start") == lists + 1
     assert counted("pod_events", type="DELETED") >= deletions + 2
+
+
+def test_a_released_namespace_stops_its_watch_and_a_later_job_lists_it_again(
+    kube: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_pod(namespace, rank_pod("j-0", 0))
+    key = (namespace, "j")
+
+    def lists() -> float:
+        return REGISTRY.get_sample_value("aidc_operator_pod_lists_total", {"reason": "start"}) or 0.0
+
+    async def scenario() -> tuple[set[str], set[str], bool]:
+        server = ApiServer(kube.configuration)
+        pods = RankPods(server, False, lambda key: None)
+        try:
+            await asyncio.wait_for(pods.ready(namespace), timeout=30)
+            watched = pods.scopes
+            await pods.release(namespace)  # its last job was deleted
+            released = pods.scopes
+            forgotten = key not in pods
+            await asyncio.wait_for(pods.ready(namespace), timeout=30)  # a new job there
+            assert key in pods and pods.scopes == {namespace}
+            return watched, released, forgotten
+        finally:
+            await pods.stop()
+            await server.close()
+
+    before = lists()
+    watched, released, forgotten = asyncio.run(scenario())
+    assert (watched, released, forgotten) == ({namespace}, set(), True)
+    assert lists() == before + 2  # listed again after the release

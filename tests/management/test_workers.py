@@ -166,3 +166,19 @@ def test_a_graceful_stop_right_after_a_poke_still_makes_the_pass() -> None:
         return len(recorder.seen)
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_a_namespace_is_served_while_one_of_its_resources_has_a_worker() -> None:
+    async def scenario() -> list[bool]:
+        workers = Workers("TrainingJob", Recorder(), resync_seconds=3600, on_error=lambda kind: None)
+        workers.offer(("ml", "a"), body(1))
+        workers.offer(("ml", "b"), body(1))
+        served = [workers.serves("ml"), workers.serves("other")]
+        await workers.forget(("ml", "a"))
+        served.append(workers.serves("ml"))
+        await workers.forget(("ml", "b"))
+        served.append(workers.serves("ml"))
+        await workers.stop()
+        return served
+
+    assert asyncio.run(scenario()) == [True, False, True, False]

@@ -187,6 +187,8 @@ async def training_job_event(event: dict[str, Any], body: kopf.Body, namespace: 
     _bind_indexes(kwargs)
     if event.get("type") == "DELETED":
         await STATE.training_workers.forget((namespace, name))
+        if not STATE.training_workers.serves(namespace):
+            await STATE.rank_pods.release(namespace)
     else:
         STATE.training_workers.offer((namespace, name), dict(body))
     for follower in STATE.serving.followers.get((namespace, name), ()):

@@ -9,7 +9,8 @@ and everything else.
 
 Scope follows kopf's: one cluster-wide watch when kopf runs cluster-wide, else one watch per
 namespace, started when the first TrainingJob of that namespace is seen (kopf only delivers
-the namespaces it serves, glob patterns included). A job's first pass waits until its
+the namespaces it serves, glob patterns included) and stopped when its last job is deleted.
+A job's first pass waits until its
 namespace's pods are listed, as kopf's indexes made handlers wait, so no pass ever decides
 from an empty view and creates a rank that exists.
 """
@@ -247,6 +248,26 @@ class RankPods(Mapping[Key, Iterable[Entry]]):
             watch = self._watches[scope] = RankPodWatch(self._server, scope, self._on_change)
             self._tasks[scope] = asyncio.create_task(watch.run(), name=f"pod watch {scope or '(cluster)'}")
         await watch.synced.wait()
+
+    @property
+    def scopes(self) -> set[str]:
+        """The scopes watched now: namespaces, or ``CLUSTER``."""
+        return set(self._watches)
+
+    async def release(self, namespace: str) -> None:
+        """No job of ``namespace`` is left: stop its watch (a cluster-wide one stays).
+
+        A namespaced operator serving a glob pattern otherwise kept an idle watch, and the
+        namespace's pods in memory, until it restarted. A job created there later lists again.
+        """
+        if self._clusterwide:
+            return
+        self._watches.pop(namespace, None)
+        task = self._tasks.pop(namespace, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def stop(self) -> None:
         for task in self._tasks.values():

@@ -97,6 +97,10 @@ class Workers:
     def __len__(self) -> int:
         return len(self._workers)
 
+    def serves(self, namespace: str) -> bool:
+        """Whether any resource of ``namespace`` has a worker."""
+        return any(key[0] == namespace for key in self._workers)
+
     def phases(self) -> list[str | None]:
         return [w.memory.phase for w in self._workers.values()]
 
