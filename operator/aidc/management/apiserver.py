@@ -3,8 +3,9 @@
 The official client is synchronous: each call was a hand-off to a worker thread and back, and
 its typed methods validate their arguments with pydantic and turn bodies into the client's
 models and back. In a burst of gangs that was a fifth of the operator's CPU. The calls made per
-pod or per job -- creates, status merge-patches, events, the check of an overdue pod -- and the
-rank pod watch go through here; the rare ones (server-side apply, deletions, pod groups' discovery) stay on the client.
+pod or per job -- creates, status merge-patches, events, the check of overdue pods -- and the
+rank pod watch go through here; the rare ones (server-side apply, deletions, pod groups'
+discovery) stay on the client.
 Address, TLS and credentials come from the client's own configuration, so both reach the same
 server as the same user.
 """

@@ -10,9 +10,8 @@ and everything else.
 Scope follows kopf's: one cluster-wide watch when kopf runs cluster-wide, else one watch per
 namespace, started when the first TrainingJob of that namespace is seen (kopf only delivers
 the namespaces it serves, glob patterns included) and stopped when its last job is deleted.
-A job's first pass waits until its
-namespace's pods are listed, as kopf's indexes made handlers wait, so no pass ever decides
-from an empty view and creates a rank that exists.
+A job's first pass waits until its namespace's pods are listed, as kopf's indexes made handlers
+wait, so no pass ever decides from an empty view and creates a rank that exists.
 """
 
 from __future__ import annotations
