@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from aidc.management.apiserver import ApiServer
 from aidc.management.cluster import Cluster
+from aidc.management.observe import rank_pod_from
 from aidc.management.training_reconciler import TrainingReconciler
 from aidc.management.workers import Memory
 from aidc.settings import OperatorSettings
@@ -33,6 +34,11 @@ WINDOW = 1  # expectationSeconds, short so the test need not wait 30 s
 
 def overdue(outcome: str) -> float:
     return REGISTRY.get_sample_value("aidc_operator_overdue_pods_total", {"outcome": outcome}) or 0.0
+
+
+def pod_lists() -> float:
+    labels = {"verb": "list", "resource": "pods", "code": "2xx"}
+    return REGISTRY.get_sample_value("aidc_operator_api_requests_total", labels) or 0.0
 
 
 def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_says_so(
@@ -86,3 +92,33 @@ def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_s
     assert lost["reason"] == "RankLost" and "rank 1 (pod lag-1) went away" in lost["message"]
     # both ranks found on the second pass, rank 0 again on the third; rank 1 gone on the third
     assert (overdue("found") - found, overdue("gone") - gone) == (3, 1)
+
+
+def test_ranks_the_watch_delivered_late_but_before_the_pass_are_not_asked_about(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str
+) -> None:
+    """The watch delivered the ranks more than ``expectationSeconds`` after their creation, but
+    before the next pass: that pass has nothing to ask the API server."""
+    body = create(kube, namespace, TJ, training_job("late", {"replicas": 2}))
+    core = client.CoreV1Api(kube)
+
+    async def scenario() -> tuple[float, dict[str, float]]:
+        server = ApiServer(kube.configuration)
+        settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
+        reconciler = TrainingReconciler(Cluster(kube, server), settings)
+        memory = Memory()
+        try:
+            updated, _ = await reconciler.reconcile(body, memory)
+            await asyncio.sleep(WINDOW + 0.2)
+            # the watch delivers both ranks now, late
+            listed = core.list_namespaced_pod(namespace, label_selector="aidc.io/job-name=late")
+            delivered = [rank_pod_from(kube.sanitize_for_serialization(p)) for p in listed.items]
+            reconciler.pods = {(namespace, "late"): [(body["metadata"]["uid"], p) for p in delivered if p]}
+            before = pod_lists()
+            await reconciler.reconcile(updated or body, memory)
+            return pod_lists() - before, dict(memory.expected)
+        finally:
+            await server.close()
+
+    lists, expected = asyncio.run(scenario())
+    assert (lists, expected) == (0, {})

@@ -101,7 +101,9 @@ class TrainingReconciler:
         When the server cannot be asked, nothing is concluded and the next pass asks again.
         """
         now = time.monotonic()
-        overdue = [n for n, t in memory.expected.items() if now - t >= self.settings.expectation_seconds]
+        seen = {pod.name for pod in self._pods_of(job)}  # delivered since the last pass: not overdue
+        window = self.settings.expectation_seconds
+        overdue = [n for n, t in memory.expected.items() if n not in seen and now - t >= window]
         if not overdue:
             return
         selector = f"{contract.LABEL_JOB_NAME}={job_labels(job)[contract.LABEL_JOB_NAME]}"
