@@ -100,6 +100,8 @@ class TrainingReconciler:
         another window; one it has not is no longer expected (lost, or its create never landed).
         When the server cannot be asked, nothing is concluded and the next pass asks again.
         """
+        if not memory.expected:  # most passes: every rank created has been delivered
+            return
         now = time.monotonic()
         seen = {pod.name for pod in self._pods_of(job)}  # delivered since the last pass: not overdue
         window = self.settings.expectation_seconds
