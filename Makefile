@@ -6,10 +6,10 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 PY          := $(BIN)/python
 TESTBED_DIR ?= .cache/testbed
-export PYTHONPATH := $(CURDIR)/hack/testbed:$(CURDIR)/hack/nodeagent
+export PYTHONPATH := $(CURDIR)/hack/testbed
 
 .PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer \
-        bench-server bench-operator kind-e2e testbed-up testbed-down clean
+        bench-server bench-operator kind-e2e testbed-up testbed-down clean images host-packages
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -22,8 +22,14 @@ $(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
 
 venv: $(VENV)/.installed  ## the Python environment: operator, trainer (torch) and test tools
 
-tools:  ## build the control-plane binaries from the pinned Go modules (no-op when built)
+tools:  ## build the control plane, kubelet, kube-proxy, containerd, CNI, CoreDNS, crictl, kwok, helm from pinned Go modules (no-op when built)
 	hack/build-tools.sh
+
+host-packages:  ## Debian packages of real nodes and image builds (runc, iptables, buildah, ...), when missing
+	hack/host-packages.sh
+
+images: host-packages tools  ## build the images (operator, CPU trainer, base, pause, coredns, busybox) without Docker into .cache/images (no-op when up to date)
+	hack/images/build-images.sh
 
 crds: venv  ## regenerate crds/ and the chart's copy from the API models
 	$(BIN)/aidc crds
@@ -39,22 +45,23 @@ lint: venv  ## ruff and mypy (strict on operator/aidc)
 test-unit: venv  ## tests that need nothing built: models, CRDs, decisions, trainer, server
 	$(BIN)/pytest -m "not cluster and not e2e"
 
-test-cluster: venv tools  ## tests against the loopback control plane
+test-cluster: venv tools images  ## tests against the loopback control plane, e2e on its real node
 	$(BIN)/pytest -m "cluster or e2e"
 
-test: venv tools crds-check lint  ## everything CI runs: lint, generated files, all tests
+test: venv tools images crds-check lint  ## everything CI runs: lint, generated files, all tests
 	$(BIN)/pytest
+	$(BIN)/pytest -m host  # alone: it starts real nodes of its own and checks the machine is left as found
 
-testbed-up: venv tools  ## start the loopback control plane by hand (kubeconfig in .cache/testbed)
+testbed-up: venv tools images  ## start the test bed by hand: control plane, 4 kwok nodes, 1 real node (kubeconfig in .cache/testbed)
 	$(PY) -m aidc_testbed up --dir $(TESTBED_DIR)
 
 testbed-down:  ## stop it
 	$(PY) -m aidc_testbed down --dir $(TESTBED_DIR)
 
-demo: venv tools  ## the main job: control plane, operator, the examples (see README)
+demo: venv tools images  ## the main job: a cluster with a real node, the operator by Helm, train and serve the examples (see README)
 	$(PY) hack/demo.py --dir $(TESTBED_DIR)
 
-demo-down:  ## stop the operator and the control plane the demo left running
+demo-down:  ## stop what the demo left running and restore the machine
 	$(PY) hack/demo.py --dir $(TESTBED_DIR) --down
 
 bench: bench-trainer bench-server bench-operator  ## every benchmark that exists so far, each printing a table

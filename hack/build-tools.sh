@@ -10,6 +10,9 @@ tools_dir="$root/hack/tools"
 source "$tools_dir/versions.env"
 bin=${AIDC_TOOLS:-$root/.cache/tools/bin}
 mkdir -p "$bin"
+# one build at a time: `make images` (which needs tools) and the test session may start this together
+exec 9>"$bin/.lock"
+flock 9
 export GOFLAGS="-mod=mod -trimpath -buildvcs=false"
 export CGO_ENABLED=0
 # Go's parallelism: the linker of kube-apiserver peaks well above 1 GiB per job
@@ -22,7 +25,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-# name  module-dir  package  version  ldflags
+# name  module-dir  package  version  ldflags  [build tags]
+cni=github.com/containernetworking/plugins/plugins
+ctrd=github.com/containerd/containerd/v2
+ctrd_ldflags="-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION"
+ctrd_tags=no_btrfs,no_devmapper,no_zfs
 specs=(
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$KUBERNETES_VERSION|$k8s_ldflags"
@@ -30,12 +37,24 @@ specs=(
   "etcd|etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION|-s -w"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$KWOK_VERSION|-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}"
   "helm|helm|helm.sh/helm/v3/cmd/helm|$HELM_VERSION|-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  # a real node (hack/README.md, "Real nodes")
+  "kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|$KUBERNETES_VERSION|$k8s_ldflags"
+  "kube-proxy|kubernetes|k8s.io/kubernetes/cmd/kube-proxy|$KUBERNETES_VERSION|$k8s_ldflags"
+  "containerd|containerd|$ctrd/cmd/containerd|$CONTAINERD_VERSION|$ctrd_ldflags|$ctrd_tags"
+  "containerd-shim-runc-v2|containerd|$ctrd/cmd/containerd-shim-runc-v2|$CONTAINERD_VERSION|$ctrd_ldflags|$ctrd_tags"
+  "ctr|containerd|$ctrd/cmd/ctr|$CONTAINERD_VERSION|$ctrd_ldflags|$ctrd_tags"
+  "cni-bridge|cni|$cni/main/bridge|$CNI_PLUGINS_VERSION|-s -w"
+  "cni-loopback|cni|$cni/main/loopback|$CNI_PLUGINS_VERSION|-s -w"
+  "cni-host-local|cni|$cni/ipam/host-local|$CNI_PLUGINS_VERSION|-s -w"
+  "cni-portmap|cni|$cni/meta/portmap|$CNI_PLUGINS_VERSION|-s -w"
+  "coredns|coredns|github.com/coredns/coredns|$COREDNS_VERSION|-s -w"
+  "crictl|cri-tools|sigs.k8s.io/cri-tools/cmd/crictl|$CRICTL_VERSION|-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 )
 
 wanted=("$@")
 built=0
 for spec in "${specs[@]}"; do
-  IFS='|' read -r name dir pkg version ldflags <<<"$spec"
+  IFS='|' read -r name dir pkg version ldflags tags <<<"$spec"
   if ((${#wanted[@]})) && [[ " ${wanted[*]} " != *" $name "* ]]; then continue; fi
   stamp="$name $version $(cat "$tools_dir/$dir/go.mod" "$tools_dir/$dir/go.sum" | sha256sum | cut -c1-16)"
   if [[ -x "$bin/$name" && -f "$bin/$name.stamp" && "$(cat "$bin/$name.stamp")" == "$stamp" ]]; then
@@ -43,9 +62,10 @@ for spec in "${specs[@]}"; do
   fi
   echo ">> building $name $version" >&2
   start=$(date +%s)
-  (cd "$tools_dir/$dir" && go build -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
+  (cd "$tools_dir/$dir" && go build -tags "${tags:-}" -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
   mv "$bin/$name.tmp" "$bin/$name"
-  echo "$stamp" >"$bin/$name.stamp"
+  # after the build: -mod=mod may have completed go.sum, and the stamp is of what was built
+  echo "$name $version $(cat "$tools_dir/$dir/go.mod" "$tools_dir/$dir/go.sum" | sha256sum | cut -c1-16)" >"$bin/$name.stamp"
   echo ">> built $name in $(($(date +%s) - start))s" >&2
   built=$((built + 1))
 done

@@ -1,7 +1,8 @@
 """Fixtures shared by every test that needs a cluster.
 
 The cluster is the loopback test bed of ``hack/testbed`` (real etcd, API server, controller
-manager, scheduler; kwok for the kubelets), started once per session. Set ``AIDC_KUBECONFIG`` to
+manager, scheduler; kwok for the fake GPU nodes; one real node with kubelet and containerd when
+the session runs as root), started once per session. Set ``AIDC_KUBECONFIG`` to
 the kubeconfig of a test bed already running (``python -m aidc_testbed up``) to skip the start
 and keep the cluster afterwards.
 
@@ -47,7 +48,13 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
         return
     # A no-op when the binaries are built and their pinned modules unchanged.
     subprocess.run([str(REPO_ROOT / "hack" / "build-tools.sh")], check=True)
-    config = TestbedConfig(state_dir=tmp_path_factory.mktemp("testbed"), die_with_parent=True)
+    # One real node (kubelet, containerd) beside the kwok nodes, for the e2e tests; it needs root
+    # and the images of `make images` (also a no-op when they are up to date).
+    real_nodes = 1 if os.geteuid() == 0 else 0
+    if real_nodes:
+        subprocess.run([str(REPO_ROOT / "hack" / "images" / "build-images.sh")], check=True)
+    state_dir = tmp_path_factory.mktemp("testbed")
+    config = TestbedConfig(state_dir=state_dir, real_nodes=real_nodes, die_with_parent=True)
     with Testbed(config) as bed:
         yield bed
 

@@ -1,59 +1,115 @@
-"""Fixtures of the end-to-end tests: the loopback control plane plus a node agent that runs pods for real.
+"""Fixtures of the end-to-end tests: the project's own images on the bed's real node, the operator
+installed by its own Helm chart.
 
-The agent (``hack/nodeagent``) registers the tainted node ``local-0``; the tests put their pods
-there with :func:`aidc_nodeagent.placement`, so the cluster tests sharing the session's test bed
-keep their kwok nodes to themselves. The agent needs root (namespaces for the pods): elsewhere
-these tests are skipped with that reason.
+The session's test bed has one real node (kubelet, containerd, runc, the CNI bridge, kube-proxy,
+CoreDNS) when the session runs as root; it is tainted while kwok nodes share the bed, and the tests
+put their pods there with :func:`aidc_testbed.realnodes.placement`. The chart is installed once per
+session, watching one namespace of its own (restricted Pod Security), so the in-process operators of
+the cluster tests never see these jobs and this operator never sees theirs.
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import json
+import secrets
+import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
-_AGENT = str(Path(__file__).resolve().parents[2] / "hack" / "nodeagent")
-if _AGENT not in sys.path:
-    sys.path.insert(0, _AGENT)
-
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from aidc_nodeagent import LocalNode
     from aidc_testbed import Testbed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICY = REPO_ROOT / "charts" / "aidc-operator" / "templates" / "heartbeat-policy.yaml"
+HEARTBEAT_POLICY = "aidc-trainer-heartbeat"
+OPERATOR_NAMESPACE = "aidc-system"
+
+
+@dataclass(frozen=True)
+class Release:
+    """The chart's release the e2e tests run against."""
+
+    name: str
+    namespace: str  # where the operator runs
+    watched: str  # the one namespace it watches: where the tests create their jobs
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.name}-aidc-operator"
 
 
 @pytest.fixture(scope="session")
-def local_node(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNode]:
-    """The node agent's node, for the whole session; stopped and cleaned up (processes, namespaces) after."""
-    from aidc_nodeagent import LocalNode, unavailable
+def real_node(testbed: Testbed) -> str:
+    """The bed's real node, by name (skips where the session could not start one: not root)."""
+    names = testbed.real_node_names() if testbed.config.real_nodes else []
+    if not names:
+        pytest.skip("no real node in this test bed (real nodes need root)")
+    return names[0]
 
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    node = LocalNode(
-        testbed.kubeconfig,
-        tmp_path_factory.mktemp("nodeagent"),
-        # restarts and heartbeats quicker than a kubelet's, so the tests wait seconds, not minutes
-        extra_args=("--restart-backoff-seconds", "1", "--status-seconds", "5"),
-        die_with_parent=True,
+
+def _policy_is_free(kube: ApiClient) -> bool:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        client.AdmissionregistrationV1Api(kube).read_validating_admission_policy(HEARTBEAT_POLICY)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
+def _namespace(kube: ApiClient, name: str) -> None:
+    from kubernetes import client
+
+    from aidc_testbed.release import RESTRICTED
+
+    labels = {**RESTRICTED, "aidc.io/test": "true"}
+    with contextlib.suppress(client.ApiException):
+        client.CoreV1Api(kube).create_namespace({"metadata": {"name": name, "labels": labels}})
+
+
+@pytest.fixture(scope="session")
+def release(testbed: Testbed, kube: ApiClient, real_node: str, crds_applied: list[str]) -> Iterator[Release]:
+    """``helm install`` of charts/aidc-operator with the local images; uninstalled after the session."""
+    from kubernetes import client
+
+    from aidc_testbed import release as chart
+
+    installed = Release(f"e2e-{secrets.token_hex(2)}", OPERATOR_NAMESPACE, f"aidc-e2e-{secrets.token_hex(2)}")
+    _namespace(kube, installed.namespace)
+    _namespace(kube, installed.watched)
+    own_policy = _policy_is_free(kube)
+    if not own_policy:
+        _apply_heartbeat_policy(kube)
+    values = chart.chart_values(
+        testbed.config,
+        tainted=True,
+        watchNamespaces=[installed.watched],
+        heartbeatPolicy={"enabled": own_policy},
+        # restarts and heartbeats quicker than the defaults, so the tests wait seconds, not minutes
+        operator={"resyncSeconds": 5, "expectationSeconds": 10},
     )
-    node.start()
-    yield node
-    node.stop()
+    chart.install(testbed.config, testbed.kubeconfig, installed.name, installed.namespace, values)
+    yield installed
+    chart.helm(testbed.config, testbed.kubeconfig, "uninstall", installed.name, "--namespace", installed.namespace,
+               "--wait", check=False)  # fmt: skip
+    with contextlib.suppress(client.ApiException):
+        client.CoreV1Api(kube).delete_namespace(installed.watched, propagation_policy="Background")
 
 
-@pytest.fixture(scope="session")
-def heartbeat_policy(kube: ApiClient) -> None:
-    """The admission policy that limits rank 0's token to its own progress annotation, as installed by the chart."""
+def _apply_heartbeat_policy(kube: ApiClient) -> None:
+    """The admission policy that limits rank 0's token to its own progress annotation, as the chart has it."""
     from kubernetes import client
 
     admission = client.AdmissionregistrationV1Api(kube)
@@ -63,18 +119,13 @@ def heartbeat_policy(kube: ApiClient) -> None:
             if doc["kind"] == "ValidatingAdmissionPolicy"
             else admission.patch_validating_admission_policy_binding
         )
-        patch(
-            doc["metadata"]["name"],
-            doc,
-            field_manager="aidc-tests",
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
+        patch(doc["metadata"]["name"], doc, field_manager="aidc-tests", force=True,
+              _content_type="application/apply-patch+yaml")  # fmt: skip
 
 
 class PodHistory:
-    """Every status a namespace's pods went through, by uid: a pod the agent finalises is gone in
-    milliseconds, so its last state is only seen by a watch."""
+    """Every status a namespace's pods went through, by uid: a pod that ends and is replaced is gone in
+    moments, so its last state is only seen by a watch."""
 
     def __init__(self, kube: ApiClient, namespace: str) -> None:
         from kubernetes import client, watch
@@ -102,13 +153,32 @@ class PodHistory:
             found = [h for h in self.seen.values() if h[0]["metadata"]["name"] == name]
         return sorted(found, key=lambda h: h[0]["metadata"]["creationTimestamp"])
 
+    def names(self) -> set[str]:
+        with self._lock:
+            return {h[0]["metadata"]["name"] for h in self.seen.values()}
+
+    def uids_of(self, prefix: str) -> set[str]:
+        with self._lock:
+            return {uid for uid, h in self.seen.items() if h[0]["metadata"]["name"].startswith(prefix)}
+
     def stop(self) -> None:
         self._watch.stop()
 
 
 @pytest.fixture
-def pod_history(kube: ApiClient, namespace: str) -> Iterator[PodHistory]:
-    """Starts recording the test namespace's pods at once."""
-    history = PodHistory(kube, namespace)
+def pod_history(kube: ApiClient, release: Release) -> Iterator[PodHistory]:
+    """Starts recording the watched namespace's pods at once."""
+    history = PodHistory(kube, release.watched)
     yield history
     history.stop()
+
+
+def container_pid(testbed: Testbed, pod: Any, container: str) -> int:
+    """The host pid of ``container`` of ``pod`` (a V1Pod) on its real node, asked of containerd by crictl."""
+    status = next(s for s in pod.status.container_statuses if s.name == container)
+    container_id = status.container_id.split("://", 1)[1]
+    socket = testbed.layout.real_nodes / pod.spec.node_name / "containerd" / "containerd.sock"
+    crictl = testbed.config.tools_dir / "crictl"
+    out = subprocess.run([str(crictl), "--runtime-endpoint", f"unix://{socket}", "inspect", container_id],
+                         capture_output=True, text=True, check=True, timeout=30).stdout  # fmt: skip
+    return int(json.loads(out)["info"]["pid"])

@@ -177,6 +177,22 @@ def test_all_ranks_exit_zero_succeeds_and_cleans_running_pods_only() -> None:
 
 
 @pytest.mark.parametrize(
+    ("reason", "said"),
+    [
+        ("OOMKilled", "exited with code 137 (OOMKilled)"),
+        ("Error", "exited with code 137: "),
+        (None, "exited with code 137: "),
+    ],
+)
+def test_a_failed_rank_s_message_carries_the_kubelet_s_reason(reason: str | None, said: str) -> None:
+    """A rank over its memory limit: the status says OOMKilled beside the exit code, so a user knows why."""
+    failed = pod(1, "Failed", exit_code=137, message="killed", reason=reason)
+    plan = run(job({"failurePolicy": {"restartPolicy": "Never"}}, RUNNING), [pod(0), failed])
+    message = next(c["message"] for c in status_of(plan)["conditions"] if c["type"] == "Failed")
+    assert f"rank 1 (pod mnist-1) {said}" in message
+
+
+@pytest.mark.parametrize(
     ("policy", "code", "outcome"),
     [
         ({}, 143, "Restarting"),

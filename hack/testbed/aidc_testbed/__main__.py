@@ -26,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     for command in (up, down, status):
         command.add_argument("--dir", type=Path, default=default_state_dir(), help="state directory")
     defaults = TestbedConfig()
-    up.add_argument("--nodes", type=int, default=defaults.nodes)
+    up.add_argument("--nodes", type=int, default=defaults.nodes, help="fake (kwok) GPU nodes")
+    up.add_argument(
+        "--real-nodes", type=int, default=1, help="real nodes (kubelet, containerd; needs root and `make images`)"
+    )
     up.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node)
     up.add_argument("--cpu-per-node", default=defaults.cpu_per_node)
     up.add_argument("--memory-per-node", default=defaults.memory_per_node)
@@ -46,6 +49,7 @@ def _up(args: argparse.Namespace) -> int:
     config = TestbedConfig(
         state_dir=args.dir,
         nodes=args.nodes,
+        real_nodes=args.real_nodes,
         gpus_per_node=args.gpus_per_node,
         cpu_per_node=args.cpu_per_node,
         memory_per_node=args.memory_per_node,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aidc_testbed.config import TestbedConfig
 from aidc_testbed.kwok import KUBELET_UP, LABEL_KUBELET
 from aidc_testbed.layout import Layout
-from aidc_testbed.pki import Pki
+from aidc_testbed.pki import API_ADVERTISE_ADDRESS, KUBELET_CLIENT, Pki
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
@@ -74,11 +74,7 @@ def kube_apiserver(config: TestbedConfig, layout: Layout, ports: Ports) -> list[
     return [
         _binary(config, "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-        # The `kubernetes` Service keeps no endpoints: a loopback address may not be advertised,
-        # and no pod here runs a process that would call it.
-        "--advertise-address=127.0.0.1",
-        "--endpoint-reconciler-type=none",
-        "--bind-address=127.0.0.1",
+        *_reachability_flags(config, layout),
         f"--secure-port={ports.apiserver}",
         f"--tls-cert-file={pki.serving_cert}",
         f"--tls-private-key-file={pki.serving_key}",
@@ -100,6 +96,28 @@ def kube_apiserver(config: TestbedConfig, layout: Layout, ports: Ports) -> list[
         f"--default-not-ready-toleration-seconds={config.eviction_toleration_seconds}",
         f"--default-unreachable-toleration-seconds={config.eviction_toleration_seconds}",
         "--profiling=false",
+    ]
+
+
+def _reachability_flags(config: TestbedConfig, layout: Layout) -> list[str]:
+    """Where the API server listens and what it advertises.
+
+    Without real nodes: loopback only, and the `kubernetes` Service keeps no endpoints (a loopback
+    address may not be advertised, and no pod runs a process that would call it). With real nodes,
+    pods reach it through that Service: it advertises the first node's bridge address (kube-proxy
+    routes 10.96.0.1 there), listens where pods reach it, and reaches the kubelets by their node IP
+    with a client certificate of its own, which the kubelets verify and authorize by webhook.
+    """
+    if not config.real_nodes:
+        return ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none", "--bind-address=127.0.0.1"]
+    pki = Pki(layout.pki)
+    return [
+        f"--advertise-address={API_ADVERTISE_ADDRESS}",
+        "--bind-address=0.0.0.0",
+        f"--kubelet-client-certificate={pki.client_cert(KUBELET_CLIENT)}",
+        f"--kubelet-client-key={pki.client_key(KUBELET_CLIENT)}",
+        f"--kubelet-certificate-authority={pki.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
     ]
 
 

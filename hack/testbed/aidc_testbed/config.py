@@ -25,6 +25,11 @@ def default_tools_dir() -> Path:
     return Path(os.environ.get("AIDC_TOOLS", REPO_ROOT / ".cache" / "tools" / "bin"))
 
 
+def default_images_dir() -> Path:
+    """Where ``make images`` puts the image archives: ``$AIDC_IMAGES``, else ``.cache/images``."""
+    return Path(os.environ.get("AIDC_IMAGES", REPO_ROOT / ".cache" / "images"))
+
+
 def default_kwok_stages() -> tuple[Path, ...]:
     """The kwok Stage files of ``hack/kwok/`` that give pods and nodes their lifecycle."""
     return (REPO_ROOT / "hack" / "kwok" / "node-stages.yaml", REPO_ROOT / "hack" / "kwok" / "pod-stages.yaml")
@@ -32,7 +37,7 @@ def default_kwok_stages() -> tuple[Path, ...]:
 
 @dataclass(frozen=True)
 class TestbedConfig:
-    """Everything that shapes one loopback cluster; the defaults give the demo's four 8-GPU nodes."""
+    """Everything that shapes one loopback cluster; the defaults give four fake 8-GPU nodes."""
 
     __test__ = False  # a name starting with "Test" is not a pytest test class
 
@@ -44,6 +49,11 @@ class TestbedConfig:
     pods_per_node: int = 110
     volumes: int = 32
     tools_dir: Path = field(default_factory=default_tools_dir)
+    # Real nodes (containerd, runc, a kubelet each; one kube-proxy; CoreDNS): they run the images of
+    # `make images` and need root. None by default, so kwok-only users (the scale benchmark) need
+    # neither; the CLI, the test session and the demo ask for one.
+    real_nodes: int = 0
+    images_dir: Path = field(default_factory=default_images_dir)
     kwok_stages: tuple[Path, ...] = field(default_factory=default_kwok_stages)
     # Seconds a pod stays bound to a NotReady/unreachable node before the taint eviction
     # controller deletes it (the API server's default toleration; 300 in a stock cluster, short
@@ -55,12 +65,15 @@ class TestbedConfig:
     die_with_parent: bool = False
 
     def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ValueError("a test bed needs at least one node")
+        if self.nodes < 0 or self.real_nodes < 0 or self.nodes + self.real_nodes < 1:
+            raise ValueError("a test bed needs at least one node (kwok or real)")
+        if self.real_nodes > 200:
+            raise ValueError("real nodes take a /24 each of 10.245.0.0/16: at most 200")
         if self.gpus_per_node < 0 or self.volumes < 0 or self.pods_per_node < 1:
             raise ValueError("gpus_per_node and volumes must be >= 0, pods_per_node >= 1")
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
         object.__setattr__(self, "tools_dir", Path(self.tools_dir).absolute())
+        object.__setattr__(self, "images_dir", Path(self.images_dir).absolute())
         object.__setattr__(self, "kwok_stages", tuple(Path(p).absolute() for p in self.kwok_stages))
 
     def to_json(self) -> dict[str, Any]:
@@ -68,5 +81,6 @@ class TestbedConfig:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
         data["tools_dir"] = str(self.tools_dir)
+        data["images_dir"] = str(self.images_dir)
         data["kwok_stages"] = [str(p) for p in self.kwok_stages]
         return data

@@ -53,6 +53,16 @@ class Layout:
         """The pod template kube-controller-manager uses to recycle a released volume."""
         return self.root / "pv-recycler-pod.yaml"
 
+    @property
+    def real_nodes(self) -> Path:
+        """One folder per real node: containerd's and the kubelet's state, configs, pod logs."""
+        return self.root / "realnodes"
+
+    @property
+    def host_journal(self) -> Path:
+        """What real nodes changed on the machine, to be undone (see :mod:`aidc_testbed.host`)."""
+        return self.root / "host.json"
+
     def log(self, component: str) -> Path:
         return self.logs / f"{component}.log"
 
@@ -67,4 +77,5 @@ class Layout:
             self.logs,
             self.volumes,
             self.recycler_pod,
+            self.real_nodes,
         )

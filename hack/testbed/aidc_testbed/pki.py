@@ -29,7 +29,10 @@ API_SERVER_DNS_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-API_SERVER_IPS = ("127.0.0.1", "10.96.0.1")
+# The first real node's bridge address (aidc_testbed.realnodes): with real nodes, the API server
+# advertises it to pods behind the `kubernetes` Service.
+API_ADVERTISE_ADDRESS = "10.245.0.1"
+API_SERVER_IPS = ("127.0.0.1", "10.96.0.1", API_ADVERTISE_ADDRESS)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,16 @@ ADMIN = ClientIdentity("admin", "aidc-testbed-admin", ("system:masters",))
 CONTROLLER_MANAGER = ClientIdentity("kube-controller-manager", "system:kube-controller-manager")
 SCHEDULER = ClientIdentity("kube-scheduler", "system:kube-scheduler")
 KWOK = ClientIdentity("kwok", "kwok-controller", ("system:masters",))
-CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+# The API server's identity towards the kubelets of real nodes (logs, exec, port-forward), as kubeadm's
+# apiserver-kubelet-client; and kube-proxy's, which the bootstrap policy binds to system:node-proxier.
+KUBELET_CLIENT = ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
+KUBE_PROXY = ClientIdentity("kube-proxy", "system:kube-proxy")
+CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, KUBELET_CLIENT, KUBE_PROXY)
+
+
+def node_identity(node: str) -> ClientIdentity:
+    """A real node's kubelet: the Node authorizer and NodeRestriction know it by this name and group."""
+    return ClientIdentity(f"node-{node}", f"system:node:{node}", ("system:nodes",))
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,12 @@ class Pki:
     def client_key(self, identity: ClientIdentity) -> Path:
         return self.root / f"{identity.file_stem}.key"
 
+    def kubelet_serving_cert(self, node: str) -> Path:
+        return self.root / f"kubelet-{node}-serving.crt"
+
+    def kubelet_serving_key(self, node: str) -> Path:
+        return self.root / f"kubelet-{node}-serving.key"
+
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
@@ -124,6 +142,43 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
     )
+
+
+def _issue_client(pki: Pki, identity: ClientIdentity, ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name) -> None:
+    key = _new_key()
+    cert = (
+        _builder(_name(identity.name, identity.groups), ca_name, key.public_key())
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki.client_key(identity), key)
+    _write_cert(pki.client_cert(identity), cert)
+
+
+def _load_ca(pki: Pki) -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
+    key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key} is not an EC key")
+    return key, x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+
+
+def issue_node_credentials(pki: Pki, node: str, address: str) -> ClientIdentity:
+    """A real node's kubelet client certificate and its serving certificate (for ``address`` and the
+    node's name), signed by the test bed's CA, so the API server verifies the kubelet and back."""
+    ca_key, ca_name = _load_ca(pki)
+    identity = node_identity(node)
+    _issue_client(pki, identity, ca_key, ca_name)
+    key = _new_key()
+    alt_names: list[x509.GeneralName] = [x509.DNSName(node), x509.IPAddress(ipaddress.ip_address(address))]
+    cert = (
+        _builder(_name(f"system:node:{node}", ("system:nodes",)), ca_name, key.public_key())
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki.kubelet_serving_key(node), key)
+    _write_cert(pki.kubelet_serving_cert(node), cert)
+    return identity
 
 
 def create_pki(root: Path) -> Pki:
@@ -168,14 +223,7 @@ def create_pki(root: Path) -> Pki:
     _write_cert(pki.serving_cert, serving_cert)
 
     for identity in CLIENTS:
-        key = _new_key()
-        cert = (
-            _builder(_name(identity.name, identity.groups), ca_name, key.public_key())
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_key(pki.client_key(identity), key)
-        _write_cert(pki.client_cert(identity), cert)
+        _issue_client(pki, identity, ca_key, ca_name)
 
     sa_key = _new_key()
     _write_key(pki.service_account_key, sa_key)

@@ -45,7 +45,9 @@ class RunningProcess:
     log: str
 
 
-def spawn(name: str, argv: Sequence[str], log: Path, *, die_with_parent: bool) -> RunningProcess:
+def spawn(
+    name: str, argv: Sequence[str], log: Path, *, die_with_parent: bool, env: dict[str, str] | None = None
+) -> RunningProcess:
     """Start ``argv`` in the background with stdout and stderr appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -55,6 +57,7 @@ def spawn(name: str, argv: Sequence[str], log: Path, *, die_with_parent: bool) -
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
             preexec_fn=_die_with_parent() if die_with_parent else None,  # noqa: PLW1509
         )
     _children[popen.pid] = popen
@@ -74,6 +77,10 @@ def _reap(pid: int) -> None:
 
 def is_running(process: RunningProcess) -> bool:
     """Whether ``process`` still runs the same binary (not a zombie, not a reused pid)."""
+    child = _children.get(process.pid)
+    if child is not None:
+        # our own child: its exit status says (between fork and exec /proc still shows this interpreter)
+        return child.poll() is None
     _reap(process.pid)
     proc = Path("/proc") / str(process.pid)
     try:

@@ -7,8 +7,9 @@ allows ReadOnlyMany and ReadWriteMany (a file system shared by nodes), so both t
 claim and the shared data claim of a training job find a match.
 
 Pool volumes are recycled when their claim goes, so a long test session does not drain the pool:
-kube-controller-manager runs its recycler pod, which the test bed's template annotates for kwok
-to complete at once (nothing real runs in a pod here, so there is nothing to scrub).
+kube-controller-manager runs its recycler pod, which the test bed's template puts on a kwok node
+and annotates for kwok to complete at once (so a recycled volume is not scrubbed: tests that run
+real pods use names of their own).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def recycler_pod_manifest() -> dict[str, Any]:
         "spec": {
             "activeDeadlineSeconds": 60,
             "restartPolicy": "Never",
+            # only kwok plays it: a real node cannot pull this image, and has nothing to scrub it for
+            "nodeSelector": {"type": "kwok"},
             "volumes": [{"name": "vol"}],
             "containers": [
                 {
@@ -99,5 +102,9 @@ def create_storage(api: client.ApiClient, volume_count: int, volumes_dir: Path) 
     client.StorageV1Api(api).create_storage_class(body=storage_class_manifest())
     core = client.CoreV1Api(api)
     for manifest in pool_volume_manifests(volume_count, volumes_dir):
-        Path(manifest["spec"]["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
+        folder = Path(manifest["spec"]["hostPath"]["path"])
+        folder.mkdir(parents=True, exist_ok=True)
+        # fsGroup does not apply to hostPath: like kind's local-path provisioner, the folder is open
+        # to every uid, so the non-root trainer (uid 1000) on a real node can write its checkpoints
+        folder.chmod(0o777)
         core.create_persistent_volume(body=manifest)

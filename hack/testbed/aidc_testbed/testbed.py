@@ -11,6 +11,7 @@ Ready and the ``default`` ServiceAccount exists (pods can be admitted in ``defau
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from aidc_testbed import components, health, nodes, process, storage
+from aidc_testbed import components, health, nodes, process, realnode_lifecycle, realnodes, storage
 from aidc_testbed.config import TestbedConfig
 from aidc_testbed.kubeconfig import write_kubeconfig
 from aidc_testbed.layout import Layout
@@ -89,6 +90,11 @@ class Testbed:
             )
             self._api = api
         return self._api
+
+    def real_node_names(self) -> list[str]:
+        """The real nodes (kubelet, containerd), by name."""
+        node_list = client.CoreV1Api(self.api_client()).list_node(label_selector=f"{realnodes.LABEL_REAL_NODE}=true")
+        return sorted(n.metadata.name for n in node_list.items if n.metadata and n.metadata.name)
 
     def node_names(self) -> list[str]:
         """The fake nodes, by name."""
@@ -184,6 +190,9 @@ class Testbed:
             storage.create_storage(api, config.volumes, layout.volumes)
             nodes.create_nodes(api, config)
             self._wait_until_usable(pki, ports, state)
+            if config.real_nodes:
+                realnode_lifecycle.start_real_nodes(config, layout, state, api, self._real_node_spawner(state),
+                                                    self._died(state))  # fmt: skip
         except BaseException:
             self.stop()
             raise
@@ -236,12 +245,16 @@ class Testbed:
             self._api.close()  # type: ignore[no-untyped-call]
             self._api = None
         state = self.state
+        tools_dir = Path(state.config["tools_dir"]) if state is not None else self.config.tools_dir
+        problems = realnode_lifecycle.stop_real_nodes(tools_dir, self.layout, state)
         if state is not None:
             # One at a time, latest first: an API server whose etcd is already gone hangs in
             # its shutdown until killed, one whose etcd still runs stops in about a second.
             for running in reversed(state.processes):
                 process.stop([running])
             self.layout.state_file.unlink(missing_ok=True)
+        if problems:
+            raise TestbedError("the machine is not as it was before the real nodes: " + "; ".join(problems))
         if purge:
             self._clean()
 
@@ -262,7 +275,12 @@ class Testbed:
         return state
 
     def _check_tools(self) -> None:
-        missing = [n for n in components.COMPONENTS if not (self.config.tools_dir / n).is_file()]
+        wanted = list(components.COMPONENTS)
+        if self.config.real_nodes:
+            if os.geteuid() != 0:
+                raise TestbedError("real nodes need root (bridges, mounts, cgroups, netfilter): run as root")
+            wanted += realnode_lifecycle.TOOLS
+        missing = [n for n in wanted if not (self.config.tools_dir / n).is_file()]
         if missing:
             raise TestbedError(
                 f"missing {', '.join(missing)} in {self.config.tools_dir}; build them with `make tools` "
@@ -283,6 +301,18 @@ class Testbed:
         running = process.spawn(name, argvs[name], self.layout.log(name), die_with_parent=self.config.die_with_parent)
         state.processes.append(running)
         state.save(self.layout.state_file)
+
+    def _real_node_spawner(self, state: TestbedState) -> realnode_lifecycle.Spawn:
+        env = realnode_lifecycle.runtime_env(self.config)
+
+        def spawn(name: str, argv: list[str]) -> process.RunningProcess:
+            log, die = self.layout.log(name), self.config.die_with_parent
+            running = process.spawn(name, argv, log, die_with_parent=die, env=env)
+            state.processes.append(running)
+            state.save(self.layout.state_file)
+            return running
+
+        return spawn
 
     def _died(self, state: TestbedState) -> Callable[[], str | None]:
         """An abort check for :func:`health.poll`: the first component that exited, with its log."""

@@ -35,5 +35,6 @@ cd "$here"
 rm -f go.sum
 # resolve the graph and write go.sum for the commands we build
 GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
-GOFLAGS=-mod=mod go get k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+GOFLAGS=-mod=mod go get k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 echo "wrote $here/go.mod (${#modules[@]} staging modules at $staging)"

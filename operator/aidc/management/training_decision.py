@@ -150,7 +150,9 @@ def _failure(pod: RankPod, policy_codes: list[int], restart_policy: str) -> tupl
         cause = pod.disrupted or pod.reason or "deleted"
         message = f"{where} went away: {cause}" + (f": {pod.message}" if pod.message else "")
         return restart_policy != "Never", "RankLost", message
-    message = f"{where} exited with code {pod.exit_code}" + (f": {pod.message.strip()}" if pod.message else "")
+    # the kubelet's reason says why when it is more than "Error": OOMKilled, ContainerCannotRun, ...
+    why = f" ({pod.reason})" if pod.reason and pod.reason not in ("Error", "Completed") else ""
+    message = f"{where} exited with code {pod.exit_code}{why}" + (f": {pod.message.strip()}" if pod.message else "")
     if restart_policy == "Never":
         return False, "Failed", message
     if restart_policy == "OnFailure":

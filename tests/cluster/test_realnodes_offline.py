@@ -1,0 +1,101 @@
+"""What a real node is made of, checked without starting one: the configurations the bed writes for
+containerd, the CNI bridge, the kubelet and kube-proxy, the API server's flags with and without real
+nodes, and the host journal that `down` undoes."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from aidc_testbed import TestbedConfig
+from aidc_testbed.clusterdns import COREFILE, manifests
+from aidc_testbed.components import Ports, command_lines
+from aidc_testbed.host import HostJournal, mounts_under
+from aidc_testbed.layout import Layout
+from aidc_testbed.pki import API_SERVER_IPS
+from aidc_testbed.realnodes import (
+    CLUSTER_DNS,
+    LABEL_REAL_NODE,
+    RealNode,
+    cni_config,
+    containerd_toml,
+    kube_proxy_configuration,
+    kubelet_configuration,
+    placement,
+)
+
+NODE = RealNode(1, Path("/bed/realnodes/real-1"), 10250, 10248)
+PORTS = Ports(2379, 2380, 6443, 10257, 10259, 10247)
+
+
+def test_a_real_node_has_its_own_bridge_addresses_and_cgroup_root() -> None:
+    assert (NODE.name, NODE.bridge, NODE.pod_cidr, NODE.address) == ("real-1", "aidcbr1", "10.245.1.0/24", "10.245.1.1")
+    assert NODE.cgroup_root == "/aidc-real-1"
+    assert all(str(folder).startswith(str(NODE.root)) for folder in NODE.folders())
+
+
+def test_containerd_keeps_to_the_node_folder_and_never_lowers_oom_scores() -> None:
+    config = tomllib.loads(containerd_toml(NODE))
+    assert config["version"] == 3 and config["root"].startswith(str(NODE.root))
+    runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True and runtime["netns_mounts_under_state_dir"] is True
+    assert runtime["cni"]["bin_dirs"] == [str(NODE.cni_bin)] and runtime["cdi_spec_dirs"] == []
+    assert runtime["containerd"]["runtimes"]["runc"]["options"]["Root"] == str(NODE.runc_root)
+    assert "io.containerd.nri.v1.nri" in config["disabled_plugins"]
+
+
+def test_pods_are_bridged_on_the_node_subnet_with_hairpin_and_no_masquerade() -> None:
+    bridge = cni_config(NODE)["plugins"][0]
+    assert (bridge["bridge"], bridge["hairpinMode"], bridge["ipMasq"]) == ("aidcbr1", True, False)
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.245.1.0/24", "gateway": "10.245.1.1"}]]
+
+
+def test_the_kubelet_trusts_only_certificates_and_webhooks_and_keeps_its_own_cgroups() -> None:
+    serving = (Path("/pki/k.crt"), Path("/pki/k.key"))
+    config = kubelet_configuration(NODE, Path("/pki/ca.crt"), serving, tainted=True)
+    assert config["authentication"]["anonymous"] == {"enabled": False}
+    assert config["authentication"]["webhook"] == {"enabled": True}
+    assert config["authorization"] == {"mode": "Webhook"} and config["readOnlyPort"] == 0
+    assert (config["failCgroupV1"], config["cgroupRoot"], config["clusterDNS"]) == (
+        False,
+        "/aidc-real-1",
+        [CLUSTER_DNS],
+    )
+    assert config["registerWithTaints"] == [{"key": LABEL_REAL_NODE, "value": "true", "effect": "NoSchedule"}]
+    assert "registerWithTaints" not in kubelet_configuration(NODE, Path("/ca"), serving, tainted=False)
+
+
+def test_kube_proxy_leaves_the_host_sysctls_alone() -> None:
+    config = kube_proxy_configuration(NODE, Path("/k"), (1, 2))
+    assert config["conntrack"]["maxPerCore"] == 0 and config["conntrack"]["tcpEstablishedTimeout"] == "0s"
+    assert config["iptables"]["localhostNodePorts"] is False
+    assert config["nodePortAddresses"] == ["10.245.1.1/32"]
+
+
+def test_the_api_server_is_reachable_from_pods_only_with_real_nodes(tmp_path: Path) -> None:
+    kwok_only = command_lines(TestbedConfig(state_dir=tmp_path), Layout(tmp_path), PORTS)["kube-apiserver"]
+    assert "--bind-address=127.0.0.1" in kwok_only and "--endpoint-reconciler-type=none" in kwok_only
+    real = command_lines(TestbedConfig(state_dir=tmp_path, real_nodes=1), Layout(tmp_path), PORTS)["kube-apiserver"]
+    assert "--advertise-address=10.245.0.1" in real and "--bind-address=0.0.0.0" in real
+    assert not any(flag.startswith("--endpoint-reconciler-type") for flag in real)
+    assert any(flag.startswith("--kubelet-client-certificate=") for flag in real)
+    assert "10.245.0.1" in API_SERVER_IPS  # the serving certificate names the advertised address
+
+
+def test_cluster_dns_answers_the_cluster_only_and_runs_where_real_pods_run() -> None:
+    assert "forward" not in COREFILE and "loop" not in COREFILE and "kubernetes cluster.local" in COREFILE
+    by_kind = {m["kind"]: m for m in manifests("localhost/coredns:test")}
+    assert by_kind["Service"]["spec"]["clusterIP"] == CLUSTER_DNS
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == placement()["nodeSelector"]
+    assert pod["containers"][0]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_host_journal_survives_a_process_and_lists_mounts_deepest_first(tmp_path: Path) -> None:
+    journal = HostJournal(tmp_path / "host.json", sysctls={"kernel.panic": "1"}, bridges=["aidcbr0"])
+    journal.save()
+    loaded = HostJournal.load(tmp_path / "host.json")
+    assert (loaded.sysctls, loaded.bridges, loaded.nft_tables) == ({"kernel.panic": "1"}, ["aidcbr0"], None)
+    assert HostJournal.load(tmp_path / "missing.json").is_empty()
+    points = mounts_under(["/proc"])
+    assert points and points[-1] == "/proc"  # children before their parent
