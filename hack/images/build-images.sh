@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# Build the project's container images without Docker into OCI archives under .cache/images/
+# (`make images`). Each image is rebuilt only when its inputs changed: next to every archive a
+# stamp holds the hash of what it was built from (the recipe below, the Dockerfile and the files
+# it copies, the base image it builds on). See hack/images/README.md.
+#
+#   aidc-base      debootstrap'd Debian bookworm (minbase + python3, venv, pip), written by oci.py
+#   aidc-operator  buildah bud operator/Dockerfile FROM aidc-base
+#   aidc-trainer   buildah bud trainer-image/Dockerfile (VARIANT=cpu) FROM aidc-base
+#   pause          pause.c from the k8s.io/kubernetes module, gcc -static (the sandbox image)
+#   coredns        .cache/tools/bin/coredns (skipped until `make tools` built it)
+#   aidc-busybox   Debian's busybox-static (helm test pods, e2e client pods)
+#
+# .cache/images/images.json lists {"ref", "archive"} of every image, for the nodes to import:
+#   ctr -n k8s.io images import ARCHIVE
+# Environment: DEBIAN_MIRROR (default: the host's), PYTHON (runs oci.py; default python3).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+readonly ROOT
+readonly HERE=$ROOT/hack/images
+readonly OUT=$ROOT/.cache/images
+readonly LOGS=$OUT/logs
+readonly BUILDAH_DIR=$ROOT/.cache/buildah
+readonly TOOLS_BIN=$ROOT/.cache/tools/bin
+readonly CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+readonly SUITE=bookworm
+readonly BASE_PACKAGES=python3,python3-venv,python3-pip,ca-certificates,python-is-python3
+readonly BASE_PATH=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# containerd 2.4's default sandbox image; the version of build/pause in Kubernetes 1.37 too
+readonly PAUSE_VERSION=3.10.2
+PYTHON=${PYTHON:-python3}
+OCI=("$PYTHON" "$HERE/oci.py")
+BUILDAH=(buildah --root "$BUILDAH_DIR/root" --runroot "$BUILDAH_DIR/runroot" --storage-driver overlay)
+
+# shellcheck source-path=SCRIPTDIR source=../tools/versions.env
+source "$ROOT/hack/tools/versions.env"
+
+BUILT=0
+STEP_STARTED=$SECONDS
+IMAGES=()
+
+say() { printf 'images: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# the host's Debian mirror (deb822 sources first), or deb.debian.org
+host_mirror() {
+    local uri
+    uri=$(grep -hoE '^URIs:[[:space:]]*\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1 |
+        awk '{print $2}') || true
+    if [[ -z $uri ]]; then
+        uri=$(grep -hoE '^deb[[:space:]]+\S+' /etc/apt/sources.list 2>/dev/null | grep -v security | head -n 1 |
+            awk '{print $2}') || true
+    fi
+    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+}
+
+# the version field of a pyproject.toml
+project_version() {
+    "$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$1"
+}
+
+# sha256 of stdin
+digest() { sha256sum | cut -d ' ' -f 1; }
+
+# names and contents of the files under the given paths (relative to the repository), caches left out
+hash_files() {
+    (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 |
+        LC_ALL=C sort -z | xargs -0 sha256sum)
+}
+
+archive_of() { printf '%s/%s.oci.tar\n' "$OUT" "$1"; }
+
+# true when NAME's archive exists and was built from inputs hashing to KEY
+up_to_date() {
+    local archive
+    archive=$(archive_of "$1")
+    [[ -f $archive && -f $archive.stamp && $(<"$archive.stamp") == "$2" ]]
+}
+
+# record NAME's archive as built from KEY
+mark_built() {
+    local archive
+    archive=$(archive_of "$1")
+    printf '%s\n' "$2" >"$archive.stamp"
+    BUILT=$((BUILT + 1))
+    say "$1: built in $((SECONDS - STEP_STARTED)) s: $archive ($(du -m "$archive" | cut -f 1) MB)"
+}
+
+# list image REF (archive NAME) in images.json
+register() { IMAGES+=("$1" "$(archive_of "$2")"); }
+
+# start NAME's build: say what it does, and begin a fresh LOGS/NAME.log
+begin() {
+    local name=$1
+    shift
+    : >"$LOGS/$name.log"
+    STEP_STARTED=$SECONDS
+    say "$name: $*"
+}
+
+# run a command with its output in LOGS/NAME.log, showing the log's end if it fails
+logged() {
+    local name=$1 log
+    shift
+    log=$LOGS/$name.log
+    if ! "$@" >>"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "$name: '$*' failed (full log: $log)"
+    fi
+}
+
+# remove a directory tree, first unmounting what an interrupted debootstrap left mounted in it
+remove_tree() {
+    local dir=$1 mnt
+    [[ -e $dir ]] || return 0
+    while read -r mnt; do
+        umount -l "$mnt"
+    done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r)
+    rm -rf --one-file-system "$dir"
+}
+
+# make a debootstrap'd tree a container base: pip usable as on python:*-slim, no caches, no host
+# files, and slim as Debian's *-slim images (no docs but the copyrights, no man pages, no locales;
+# dpkg keeps later installs that way too)
+trim_rootfs() {
+    local root=$1
+    rm -f "$root"/usr/lib/python3.*/EXTERNALLY-MANAGED
+    cat >"$root/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+EOF
+    find "$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$root"/usr/share/{groff,info,linda,lintian/overrides,locale,man}/*
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/ldconfig/aux-cache \
+        "$root"/var/log/* "$root"/var/lib/dpkg/*-old "$root"/var/cache/debconf/*-old "$root"/tmp/* "$root"/root/.cache
+    mkdir -p "$root/var/lib/apt/lists/partial"
+    # the runtime provides these; debootstrap copied the host's
+    : >"$root/etc/resolv.conf"
+    rm -f "$root/etc/hostname"
+    # apt sources as in Debian's own images (updates and security too, for a later apt-get upgrade)
+    rm -f "$root/etc/apt/sources.list"
+    cat >"$root/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $SUITE $SUITE-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: $SUITE-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+}
+
+build_base() {
+    local ref=localhost/aidc-base:$SUITE mirror key rootfs=$OUT/rootfs/base
+    mirror=${DEBIAN_MIRROR:-$(host_mirror)}
+    key=$({
+        declare -f build_base trim_rootfs
+        echo "$SUITE $BASE_PACKAGES $mirror"
+        hash_files hack/images/oci.py
+    } | digest)
+    register "$ref" aidc-base
+    if up_to_date aidc-base "$key"; then
+        say "aidc-base: up to date"
+        return
+    fi
+    begin aidc-base "debootstrap $SUITE from $mirror (a few minutes)"
+    remove_tree "$rootfs"
+    mkdir -p "$OUT/rootfs"
+    logged aidc-base debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$mirror"
+    trim_rootfs "$rootfs"
+    logged aidc-base "${OCI[@]}" rootfs "$rootfs" --ref "$ref" --out "$(archive_of aidc-base)" \
+        --env "$BASE_PATH" --env LANG=C.UTF-8 --cmd '["python3"]'
+    remove_tree "$rootfs"
+    rmdir "$OUT/rootfs" 2>/dev/null || true
+    mark_built aidc-base "$key"
+}
+
+# make the base archive the local image localhost/aidc-base:SUITE in buildah's storage
+load_base() {
+    local id
+    id=$("${BUILDAH[@]}" pull -q "oci-archive:$(archive_of aidc-base)" | tail -n 1)
+    "${BUILDAH[@]}" tag "$id" "localhost/aidc-base:$SUITE"
+}
+
+# buildah bud NAME REF CONTEXT DOCKERFILE [BUD_ARGS...]: build REF and archive it as NAME. The host's CA
+# bundle is mounted into RUN steps (pip behind a TLS-inspecting proxy), not copied into the image.
+# Pushed to a dir: directory, whose layers stay uncompressed (buildah 1.28 gzips oci: layers even
+# with --disable-compression), then archived by oci.py with the names containerd's import reads.
+buildah_image() {
+    local name=$1 ref=$2 context=$3 dockerfile=$4 pushed
+    shift 4
+    pushed=$OUT/$name.pushed
+    logged "$name" "${BUILDAH[@]}" bud --isolation chroot --network host --layers --force-rm --pull=never \
+        --volume "$CA_BUNDLE:$CA_BUNDLE:ro" --file "$dockerfile" --tag "$ref" "$@" "$context"
+    rm -rf "$pushed"
+    logged "$name" "${BUILDAH[@]}" push --quiet --disable-compression --format oci "$ref" "dir:$pushed"
+    logged "$name" "${OCI[@]}" dir "$pushed" --ref "$ref" --out "$(archive_of "$name")"
+    rm -rf "$pushed"
+}
+
+# run a command in a throwaway container of image REF (as the image's user)
+smoke() {
+    local name=$1 ref=$2 container
+    shift 2
+    container=$("${BUILDAH[@]}" from --pull=never --quiet "$ref")
+    if ! "${BUILDAH[@]}" run --isolation chroot --network host "$container" -- "$@" >>"$LOGS/$name.log" 2>&1; then
+        "${BUILDAH[@]}" rm "$container" >/dev/null
+        tail -n 20 "$LOGS/$name.log" >&2
+        die "$name: '$*' failed in the image"
+    fi
+    "${BUILDAH[@]}" rm "$container" >/dev/null
+}
+
+build_operator() {
+    local ref key base_key
+    ref=localhost/aidc-operator:$(project_version "$ROOT/pyproject.toml")
+    base_key=$(<"$(archive_of aidc-base).stamp")
+    key=$({
+        declare -f build_operator buildah_image
+        echo "$ref $base_key"
+        hash_files operator/Dockerfile .dockerignore pyproject.toml README.md operator/aidc
+    } | digest)
+    register "$ref" aidc-operator
+    if up_to_date aidc-operator "$key"; then
+        say "aidc-operator: up to date"
+        return
+    fi
+    begin aidc-operator "buildah bud operator/Dockerfile -> $ref"
+    load_base
+    buildah_image aidc-operator "$ref" "$ROOT" "$ROOT/operator/Dockerfile" \
+        --build-arg "PYTHON_IMAGE=localhost/aidc-base:$SUITE"
+    smoke aidc-operator "$ref" aidc --help
+    mark_built aidc-operator "$key"
+}
+
+build_trainer() {
+    local ref key base_key
+    ref=localhost/aidc-trainer:$(project_version "$ROOT/trainer-image/pyproject.toml")-cpu
+    base_key=$(<"$(archive_of aidc-base).stamp")
+    key=$({
+        declare -f build_trainer buildah_image
+        echo "$ref $base_key"
+        hash_files trainer-image/Dockerfile trainer-image/.dockerignore trainer-image/pyproject.toml \
+            trainer-image/aidc_trainer
+    } | digest)
+    register "$ref" aidc-trainer
+    if up_to_date aidc-trainer "$key"; then
+        say "aidc-trainer: up to date"
+        return
+    fi
+    begin aidc-trainer "buildah bud trainer-image/Dockerfile (VARIANT=cpu) -> $ref (torch: a few minutes)"
+    load_base
+    buildah_image aidc-trainer "$ref" "$ROOT/trainer-image" "$ROOT/trainer-image/Dockerfile" \
+        --build-arg VARIANT=cpu --build-arg "CPU_BASE=localhost/aidc-base:$SUITE" \
+        --build-arg "GPU_BASE=localhost/aidc-base:$SUITE"
+    smoke aidc-trainer "$ref" python -m aidc_trainer --help
+    mark_built aidc-trainer "$key"
+}
+
+# pause.c of the pinned Kubernetes module (downloaded into the module cache if missing)
+pause_source() {
+    local modcache src
+    modcache=$(go env GOMODCACHE)
+    src=$modcache/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/linux/pause.c
+    if [[ ! -f $src ]]; then
+        say "pause: go mod download k8s.io/kubernetes@$KUBERNETES_VERSION"
+        (cd / && GOFLAGS=-mod=mod go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION") >&2
+    fi
+    [[ -f $src ]] || die "pause: $src not found"
+    printf '%s\n' "$src"
+}
+
+build_pause() {
+    local ref=registry.k8s.io/pause:$PAUSE_VERSION src key work
+    src=$(pause_source)
+    key=$({
+        declare -f build_pause
+        echo "$ref $(gcc --version | head -n 1)"
+        sha256sum <"$src"
+        hash_files hack/images/oci.py
+    } | digest)
+    register "$ref" pause
+    if up_to_date pause "$key"; then
+        say "pause: up to date"
+        return
+    fi
+    begin pause "gcc -static $src -> $ref"
+    work=$(mktemp -d)
+    logged pause gcc -static -O2 -Wall -Werror "-DVERSION=v$PAUSE_VERSION" -o "$work/pause" "$src"
+    strip "$work/pause"
+    # as upstream's image: /pause as uid/gid 65535
+    logged pause "${OCI[@]}" files --ref "$ref" --out "$(archive_of pause)" --file "/pause=$work/pause" \
+        --entrypoint '["/pause"]' --user 65535:65535
+    rm -rf "$work"
+    mark_built pause "$key"
+}
+
+build_coredns() {
+    local ref=localhost/coredns:$COREDNS_VERSION binary=$TOOLS_BIN/coredns key
+    if [[ ! -x $binary ]]; then
+        say "coredns: skipped, $binary is not built yet (make tools)"
+        return
+    fi
+    key=$({
+        declare -f build_coredns
+        echo "$ref"
+        sha256sum <"$binary"
+        hash_files hack/images/oci.py
+    } | digest)
+    register "$ref" coredns
+    if up_to_date coredns "$key"; then
+        say "coredns: up to date"
+        return
+    fi
+    begin coredns "$binary -> $ref"
+    logged coredns "${OCI[@]}" files --ref "$ref" --out "$(archive_of coredns)" --file "/coredns=$binary" \
+        --entrypoint '["/coredns"]' --user 65532:65532
+    mark_built coredns "$key"
+}
+
+# the upstream version of the installed busybox-static (1:1.35.0-4+deb12u1+b1 -> 1.35.0)
+busybox_version() {
+    local version
+    version=$(dpkg-query -W -f='${Version}' busybox-static)
+    version=${version#*:}
+    printf '%s\n' "${version%%-*}"
+}
+
+build_busybox() {
+    local ref key applet
+    local -a links=()
+    if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
+        say "busybox: apt-get install busybox-static"
+        logged busybox apt-get install -y --no-install-recommends busybox-static
+    fi
+    ref=localhost/aidc-busybox:$(busybox_version)
+    key=$({
+        declare -f build_busybox
+        echo "$ref"
+        sha256sum </bin/busybox
+        hash_files hack/images/oci.py
+    } | digest)
+    register "$ref" busybox
+    if up_to_date busybox "$key"; then
+        say "busybox: up to date"
+        return
+    fi
+    begin busybox "/bin/busybox (Debian busybox-static) -> $ref"
+    # every applet as /bin/<name> (sh, wget, nslookup, cat, sleep, ls, ...), as in the busybox image
+    while read -r applet; do
+        [[ $applet == busybox ]] || links+=(--symlink "/bin/$applet=busybox")
+    done < <(/bin/busybox --list)
+    logged busybox "${OCI[@]}" files --ref "$ref" --out "$(archive_of busybox)" --file /bin/busybox=/bin/busybox \
+        "${links[@]}" --dir /tmp=1777 --env "$BASE_PATH" --cmd '["sh"]'
+    mark_built busybox "$key"
+}
+
+# .cache/images/images.json: [{"ref", "archive"}, ...], rewritten only when it changes
+write_index() {
+    local index=$OUT/images.json
+    "$PYTHON" - "$index" "${IMAGES[@]}" <<'EOF'
+import json, pathlib, sys
+
+index, pairs = pathlib.Path(sys.argv[1]), sys.argv[2:]
+text = json.dumps([{"ref": r, "archive": a} for r, a in zip(pairs[::2], pairs[1::2])], indent=2) + "\n"
+if not index.exists() or index.read_text() != text:
+    index.write_text(text)
+    print(f"images: wrote {index}", file=sys.stderr)
+EOF
+}
+
+main() {
+    local started=$SECONDS step
+    [[ $(id -u) == 0 ]] || die "needs root (debootstrap, buildah's storage)"
+    mkdir -p "$OUT" "$LOGS" "$BUILDAH_DIR"
+    exec 9>"$OUT/.lock"
+    flock -n 9 || { say "waiting for another build-images.sh"; flock 9; }
+    for step in build_base build_operator build_trainer build_pause build_coredns build_busybox; do
+        "$step"
+    done
+    write_index
+    if ((BUILT == 0)); then
+        say "nothing to do: all $((${#IMAGES[@]} / 2)) images up to date in $OUT"
+    else
+        say "built $BUILT image(s) in $((SECONDS - started)) s; archives in $OUT, list in $OUT/images.json"
+    fi
+}
+
+main "$@"
