@@ -53,7 +53,9 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     real_nodes = 1 if os.geteuid() == 0 else 0
     if real_nodes:
         subprocess.run([str(REPO_ROOT / "hack" / "images" / "build-images.sh")], check=True)
-    state_dir = tmp_path_factory.mktemp("testbed")
+    # With a real node the folder is fixed: a session killed before its teardown leaves host changes
+    # (bridges, mounts, shims) recorded there, and the next session's start undoes them first.
+    state_dir = REPO_ROOT / ".cache" / "testbed-tests" if real_nodes else tmp_path_factory.mktemp("testbed")
     config = TestbedConfig(state_dir=state_dir, real_nodes=real_nodes, die_with_parent=True)
     with Testbed(config) as bed:
         yield bed

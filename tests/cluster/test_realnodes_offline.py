@@ -24,19 +24,21 @@ from aidc_testbed.realnodes import (
     placement,
 )
 
-NODE = RealNode(1, Path("/bed/realnodes/real-1"), 10250, 10248)
+NODE = RealNode(1, Path("/bed/realnodes/real-1"), 10250, 10248, Path("/store/real-1"))
 PORTS = Ports(2379, 2380, 6443, 10257, 10259, 10247)
 
 
 def test_a_real_node_has_its_own_bridge_addresses_and_cgroup_root() -> None:
     assert (NODE.name, NODE.bridge, NODE.pod_cidr, NODE.address) == ("real-1", "aidcbr1", "10.245.1.0/24", "10.245.1.1")
     assert NODE.cgroup_root == "/aidc-real-1"
-    assert all(str(folder).startswith(str(NODE.root)) for folder in NODE.folders())
+    assert all(str(folder).startswith((str(NODE.root), str(NODE.image_store))) for folder in NODE.folders())
+    assert NODE.containerd_root == NODE.image_store  # images outlive the bed; nothing else does
 
 
 def test_containerd_keeps_to_the_node_folder_and_never_lowers_oom_scores() -> None:
     config = tomllib.loads(containerd_toml(NODE))
-    assert config["version"] == 3 and config["root"].startswith(str(NODE.root))
+    assert config["version"] == 3 and config["root"] == str(NODE.image_store)
+    assert config["state"].startswith(str(NODE.root)) and config["grpc"]["address"].startswith(str(NODE.root))
     runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
     assert runtime["restrict_oom_score_adj"] is True and runtime["netns_mounts_under_state_dir"] is True
     assert runtime["cni"]["bin_dirs"] == [str(NODE.cni_bin)] and runtime["cdi_spec_dirs"] == []

@@ -47,7 +47,7 @@ def training_job(name: str, max_steps: int, every_steps: int, **spec: Any) -> di
     env = [{"name": "AIDC_HEARTBEAT_SECONDS", "value": "1"}, *spec.pop("env", [])]
     body = {
         "replicas": 2,
-        "trainer": {"task": "classifier", "dataset": {"source": "digits"}, "maxSteps": max_steps,
+        "trainer": {"task": "classifier", "dataset": {"source": "digits"}, "maxSteps": max_steps, "epochs": 1000,
                     "batchSize": 32, "learningRate": 0.003, "seed": 0},
         "resources": {"cpu": "500m", "memory": "1Gi"},
         "storage": {"checkpoints": {"size": "1Gi"}},

@@ -30,6 +30,12 @@ def default_images_dir() -> Path:
     return Path(os.environ.get("AIDC_IMAGES", REPO_ROOT / ".cache" / "images"))
 
 
+def default_image_store() -> Path:
+    """Where real nodes keep their containerd roots between beds: ``$AIDC_IMAGE_STORE``, else
+    ``.cache/image-store`` (one folder per node; images imported once)."""
+    return Path(os.environ.get("AIDC_IMAGE_STORE", REPO_ROOT / ".cache" / "image-store"))
+
+
 def default_kwok_stages() -> tuple[Path, ...]:
     """The kwok Stage files of ``hack/kwok/`` that give pods and nodes their lifecycle."""
     return (REPO_ROOT / "hack" / "kwok" / "node-stages.yaml", REPO_ROOT / "hack" / "kwok" / "pod-stages.yaml")
@@ -54,6 +60,7 @@ class TestbedConfig:
     # neither; the CLI, the test session and the demo ask for one.
     real_nodes: int = 0
     images_dir: Path = field(default_factory=default_images_dir)
+    image_store: Path = field(default_factory=default_image_store)
     kwok_stages: tuple[Path, ...] = field(default_factory=default_kwok_stages)
     # Seconds a pod stays bound to a NotReady/unreachable node before the taint eviction
     # controller deletes it (the API server's default toleration; 300 in a stock cluster, short
@@ -71,9 +78,11 @@ class TestbedConfig:
             raise ValueError("real nodes take a /24 each of 10.245.0.0/16: at most 200")
         if self.gpus_per_node < 0 or self.volumes < 0 or self.pods_per_node < 1:
             raise ValueError("gpus_per_node and volumes must be >= 0, pods_per_node >= 1")
-        object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
+        # resolved: the paths the components are given (sockets) are compared with /proc later
+        object.__setattr__(self, "state_dir", Path(self.state_dir).resolve())
         object.__setattr__(self, "tools_dir", Path(self.tools_dir).absolute())
         object.__setattr__(self, "images_dir", Path(self.images_dir).absolute())
+        object.__setattr__(self, "image_store", Path(self.image_store).absolute())
         object.__setattr__(self, "kwok_stages", tuple(Path(p).absolute() for p in self.kwok_stages))
 
     def to_json(self) -> dict[str, Any]:
@@ -82,5 +91,6 @@ class TestbedConfig:
         data["state_dir"] = str(self.state_dir)
         data["tools_dir"] = str(self.tools_dir)
         data["images_dir"] = str(self.images_dir)
+        data["image_store"] = str(self.image_store)
         data["kwok_stages"] = [str(p) for p in self.kwok_stages]
         return data

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from aidc_testbed.state import TestbedState
 # outside the bed's folder, made by the kubelet or containerd whatever they are told
 HOST_PATHS = (Path("/var/lib/kubelet"), Path("/var/log/containers"), Path("/run/containerd"))
 Spawn = Callable[[str, list[str]], process.RunningProcess]
+BUILD_ONLY = "aidc-base:"  # images only other images build on: never run, never imported
 TOOLS = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "crictl",
          *(f"cni-{plugin}" for plugin in realnodes.CNI_PLUGINS))  # fmt: skip
 
@@ -42,7 +44,11 @@ def describe_nodes(config: TestbedConfig, layout: Layout) -> list[RealNode]:
     ports = free_ports(2 * config.real_nodes)
     folder = layout.real_nodes
     prefix = realnodes.NODE_NAME_PREFIX
-    return [RealNode(i, folder / f"{prefix}{i}", ports[2 * i], ports[2 * i + 1]) for i in range(config.real_nodes)]
+    store = config.image_store
+    return [
+        RealNode(i, folder / f"{prefix}{i}", ports[2 * i], ports[2 * i + 1], store / f"{prefix}{i}")
+        for i in range(config.real_nodes)
+    ]
 
 
 def prepare_host(nodes: list[RealNode], journal: host.HostJournal) -> None:
@@ -54,6 +60,7 @@ def prepare_host(nodes: list[RealNode], journal: host.HostJournal) -> None:
     host.set_sysctl(journal, "net.ipv4.ip_forward", "1")
     for node in nodes:
         host.add_mount_root(journal, node.root)
+        host.add_mount_root(journal, node.image_store)
         host.add_bridge(journal, node.bridge, node.address, 24)
         host.add_cgroup(journal, node.cgroup_root)
     destination, device = realnodes.service_route()
@@ -106,15 +113,28 @@ def ctr(config: TestbedConfig, node: RealNode, *args: str, timeout: float = 600)
 
 
 def import_images(node: RealNode, config: TestbedConfig) -> list[str]:
-    """Import every image archive of ``make images`` not yet in the node's store; the refs imported."""
-    have = set(ctr(config, node, "images", "ls", "-q").split())
+    """Import every image archive of ``make images`` that the node's store lacks, or holds in another
+    version (same ref, other manifest); the refs imported. The base image is only built on."""
+    have = dict(line.split()[:3:2] for line in ctr(config, node, "images", "ls").splitlines()[1:])
     imported = []
     for image in image_archives(config):
-        if image["ref"] in have:
+        if image["ref"].rsplit("/", 1)[-1].startswith(BUILD_ONLY) or have.get(image["ref"]) == archive_digest(
+            Path(image["archive"])
+        ):
             continue
         ctr(config, node, "images", "import", image["archive"])
         imported.append(image["ref"])
     return imported
+
+
+def archive_digest(archive: Path) -> str:
+    """The manifest digest an OCI archive's index names (what ``ctr images ls`` shows as DIGEST)."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        if member is None:
+            raise ValueError(f"{archive} has no index.json")
+        digest: str = json.load(member)["manifests"][0]["digest"]
+    return digest
 
 
 def image_archives(config: TestbedConfig) -> list[dict[str, str]]:
@@ -225,7 +245,7 @@ def _remove_pods(tools_dir: Path, node_root: Path) -> None:
 def _kill_leftovers(tools_dir: Path, node_root: Path) -> None:
     """After a crash containerd's shims and their containers outlive it: kill every shim of this node
     (known by its socket in the command line) and every process left in the node's cgroups."""
-    socket = str(node_root / "containerd" / "containerd.sock")
+    socket = str((node_root / "containerd" / "containerd.sock").resolve())  # the path containerd was given
     shim = str(tools_dir / "containerd-shim-runc-v2")
     for pid in _pids():
         try:

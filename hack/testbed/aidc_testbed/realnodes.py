@@ -41,6 +41,9 @@ class RealNode:
     root: Path
     kubelet_port: int
     kubelet_healthz_port: int
+    # containerd's root (content, snapshots, metadata) outlives the bed, as a machine's image store
+    # does: the images of `make images` are imported once, not at every start (seconds per GB)
+    image_store: Path
 
     @property
     def name(self) -> str:
@@ -72,7 +75,7 @@ class RealNode:
 
     @property
     def containerd_root(self) -> Path:
-        return self.root / "containerd" / "root"
+        return self.image_store
 
     @property
     def containerd_state(self) -> Path:
