@@ -260,6 +260,13 @@ def test_helm_test_hook_fetches_healthz_through_the_service() -> None:
     assert not selector.items() <= hook["metadata"]["labels"].items()
 
 
+def test_helm_test_hook_runs_where_the_operator_may() -> None:
+    placement = {"nodeSelector": {"pool": "system"}, "tolerations": [{"key": "pool", "operator": "Exists"}]}
+    hook = next(o for o in of_kind(render(placement), "Pod") if o["metadata"]["annotations"].get("helm.sh/hook"))
+    assert hook["spec"]["nodeSelector"] == {"pool": "system"}
+    assert hook["spec"]["tolerations"] == [{"key": "pool", "operator": "Exists"}]
+
+
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [

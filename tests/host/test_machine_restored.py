@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def machine(tools: Path) -> dict[str, Any]:
     }
 
 
-def testbed(*args: str) -> subprocess.CompletedProcess[str]:
+def bed_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "hack" / "testbed")}
     return subprocess.run([sys.executable, "-m", "aidc_testbed", *args], env=env, capture_output=True, text=True,
                           timeout=600, check=False)  # fmt: skip
@@ -94,7 +95,7 @@ def tools() -> Path:
 
 
 def _up_with_a_pod(folder: Path) -> Path:
-    started = testbed("up", "--dir", str(folder), "--nodes", "1", "--real-nodes", "1", "--volumes", "2")
+    started = bed_cli("up", "--dir", str(folder), "--nodes", "1", "--real-nodes", "1", "--volumes", "2")
     assert started.returncode == 0, started.stderr
     kubeconfig = folder / "kubeconfig"
     listing = json.loads((REPO_ROOT / ".cache" / "images" / "images.json").read_text())
@@ -126,7 +127,8 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
 @pytest.mark.parametrize("crash", [False, True], ids=["down", "down-after-a-crash"])
 def test_the_machine_is_left_as_it_was_found(tools: Path, tmp_path: Path, crash: bool) -> None:
     before = machine(tools)
-    folder = tmp_path / "bed"
+    # short: containerd's socket (and its .ttrpc twin) must fit a unix socket path (108 bytes)
+    folder = Path(tempfile.mkdtemp(prefix="aidc-host-", dir="/tmp"))
     try:
         _up_with_a_pod(folder)
         assert machine(tools) != before  # the bed did change the machine, so the check below can fail
@@ -134,6 +136,6 @@ def test_the_machine_is_left_as_it_was_found(tools: Path, tmp_path: Path, crash:
             _kill_everything_of(folder)
             assert any("/aidc-real-" in line or "shim" in line for line in _processes(tools)), "nothing outlived"
     finally:
-        stopped = testbed("down", "--dir", str(folder))
+        stopped = bed_cli("down", "--dir", str(folder))
     assert stopped.returncode == 0, stopped.stderr
     assert _differences(before, machine(tools)) == {}

@@ -45,6 +45,9 @@ def describe_nodes(config: TestbedConfig, layout: Layout) -> list[RealNode]:
     folder = layout.real_nodes
     prefix = realnodes.NODE_NAME_PREFIX
     store = config.image_store
+    socket = folder / f"{prefix}{config.real_nodes}" / "containerd" / "containerd.sock.ttrpc"
+    if len(str(socket)) > 107:
+        raise ValueError(f"the state folder {layout.root} is too deep for containerd's unix sockets: use a shorter one")
     return [
         RealNode(i, folder / f"{prefix}{i}", ports[2 * i], ports[2 * i + 1], store / f"{prefix}{i}")
         for i in range(config.real_nodes)
