@@ -90,6 +90,15 @@ mark_built() {
 # list image REF (archive NAME) in images.json
 register() { IMAGES+=("$1" "$(archive_of "$2")"); }
 
+# list REF as NAME's image; false (and say so) when its archive is already built from KEY
+needs_build() {
+    register "$1" "$2"
+    if up_to_date "$2" "$3"; then
+        say "$2: up to date"
+        return 1
+    fi
+}
+
 # start NAME's build: say what it does, and begin a fresh LOGS/NAME.log
 begin() {
     local name=$1
@@ -170,11 +179,7 @@ build_base() {
         echo "$SUITE $BASE_PACKAGES $mirror"
         hash_files hack/images/oci.py
     } | digest)
-    register "$ref" aidc-base
-    if up_to_date aidc-base "$key"; then
-        say "aidc-base: up to date"
-        return
-    fi
+    needs_build "$ref" aidc-base "$key" || return 0
     begin aidc-base "debootstrap $SUITE from $mirror (a few minutes)"
     remove_tree "$rootfs"
     mkdir -p "$OUT/rootfs"
@@ -232,11 +237,7 @@ build_operator() {
         echo "$ref $base_key"
         hash_files operator/Dockerfile .dockerignore pyproject.toml README.md operator/aidc
     } | digest)
-    register "$ref" aidc-operator
-    if up_to_date aidc-operator "$key"; then
-        say "aidc-operator: up to date"
-        return
-    fi
+    needs_build "$ref" aidc-operator "$key" || return 0
     begin aidc-operator "buildah bud operator/Dockerfile -> $ref"
     load_base
     buildah_image aidc-operator "$ref" "$ROOT" "$ROOT/operator/Dockerfile" \
@@ -255,11 +256,7 @@ build_trainer() {
         hash_files trainer-image/Dockerfile trainer-image/.dockerignore trainer-image/pyproject.toml \
             trainer-image/aidc_trainer
     } | digest)
-    register "$ref" aidc-trainer
-    if up_to_date aidc-trainer "$key"; then
-        say "aidc-trainer: up to date"
-        return
-    fi
+    needs_build "$ref" aidc-trainer "$key" || return 0
     begin aidc-trainer "buildah bud trainer-image/Dockerfile (VARIANT=cpu) -> $ref (torch: a few minutes)"
     load_base
     buildah_image aidc-trainer "$ref" "$ROOT/trainer-image" "$ROOT/trainer-image/Dockerfile" \
@@ -291,11 +288,7 @@ build_pause() {
         sha256sum <"$src"
         hash_files hack/images/oci.py
     } | digest)
-    register "$ref" pause
-    if up_to_date pause "$key"; then
-        say "pause: up to date"
-        return
-    fi
+    needs_build "$ref" pause "$key" || return 0
     begin pause "gcc -static $src -> $ref"
     work=$(mktemp -d)
     logged pause gcc -static -O2 -Wall -Werror "-DVERSION=v$PAUSE_VERSION" -o "$work/pause" "$src"
@@ -319,11 +312,7 @@ build_coredns() {
         sha256sum <"$binary"
         hash_files hack/images/oci.py
     } | digest)
-    register "$ref" coredns
-    if up_to_date coredns "$key"; then
-        say "coredns: up to date"
-        return
-    fi
+    needs_build "$ref" coredns "$key" || return 0
     begin coredns "$binary -> $ref"
     logged coredns "${OCI[@]}" files --ref "$ref" --out "$(archive_of coredns)" --file "/coredns=$binary" \
         --entrypoint '["/coredns"]' --user 65532:65532
@@ -352,11 +341,7 @@ build_busybox() {
         sha256sum </bin/busybox
         hash_files hack/images/oci.py
     } | digest)
-    register "$ref" busybox
-    if up_to_date busybox "$key"; then
-        say "busybox: up to date"
-        return
-    fi
+    needs_build "$ref" busybox "$key" || return 0
     begin busybox "/bin/busybox (Debian busybox-static) -> $ref"
     # every applet as /bin/<name> (sh, wget, nslookup, cat, sleep, ls, ...), as in the busybox image
     while read -r applet; do

@@ -175,9 +175,11 @@ def pod_history(kube: ApiClient, release: Release) -> Iterator[PodHistory]:
 
 def container_pid(testbed: Testbed, pod: Any, container: str) -> int:
     """The host pid of ``container`` of ``pod`` (a V1Pod) on its real node, asked of containerd by crictl."""
+    from aidc_testbed.realnodes import containerd_socket
+
     status = next(s for s in pod.status.container_statuses if s.name == container)
     container_id = status.container_id.split("://", 1)[1]
-    socket = testbed.layout.real_nodes / pod.spec.node_name / "containerd" / "containerd.sock"
+    socket = containerd_socket(testbed.layout.real_nodes / pod.spec.node_name)
     crictl = testbed.config.tools_dir / "crictl"
     out = subprocess.run([str(crictl), "--runtime-endpoint", f"unix://{socket}", "inspect", container_id],
                          capture_output=True, text=True, check=True, timeout=30).stdout  # fmt: skip

@@ -8,7 +8,6 @@ listens on 1053 so it runs as a non-root user without capabilities; the Service 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aidc_testbed import health
-from aidc_testbed.config import TestbedConfig
 from aidc_testbed.realnodes import CLUSTER_DNS, CLUSTER_DOMAIN, placement
 
 NAMESPACE = "kube-system"
@@ -35,12 +33,6 @@ COREFILE = f""".:{PORT} {{
     cache 5
 }}
 """
-
-
-def image_ref(config: TestbedConfig) -> str:
-    """CoreDNS's image as ``make images`` named it."""
-    listing = json.loads((config.images_dir / "images.json").read_text())
-    return next(i["ref"] for i in listing if i["ref"].split("/")[-1].startswith("coredns:"))
 
 
 def manifests(image: str) -> list[dict[str, Any]]:

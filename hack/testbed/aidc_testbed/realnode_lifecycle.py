@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
-from aidc_testbed import clusterdns, health, host, process, realnodes
+from aidc_testbed import clusterdns, health, host, process, realnodes, release
 from aidc_testbed.config import TestbedConfig
 from aidc_testbed.kubeconfig import write_kubeconfig
 from aidc_testbed.layout import Layout
@@ -45,13 +45,14 @@ def describe_nodes(config: TestbedConfig, layout: Layout) -> list[RealNode]:
     folder = layout.real_nodes
     prefix = realnodes.NODE_NAME_PREFIX
     store = config.image_store
-    socket = folder / f"{prefix}{config.real_nodes}" / "containerd" / "containerd.sock.ttrpc"
-    if len(str(socket)) > 107:
-        raise ValueError(f"the state folder {layout.root} is too deep for containerd's unix sockets: use a shorter one")
-    return [
+    nodes = [
         RealNode(i, folder / f"{prefix}{i}", ports[2 * i], ports[2 * i + 1], store / f"{prefix}{i}")
         for i in range(config.real_nodes)
     ]
+    # the longest socket path is the last node's .ttrpc one; a unix socket path holds 107 bytes
+    if len(f"{nodes[-1].containerd_socket}.ttrpc") > 107:
+        raise ValueError(f"the state folder {layout.root} is too deep for containerd's unix sockets: use a shorter one")
+    return nodes
 
 
 def prepare_host(nodes: list[RealNode], journal: host.HostJournal) -> None:
@@ -120,10 +121,10 @@ def import_images(node: RealNode, config: TestbedConfig) -> list[str]:
     version (same ref, other manifest); the refs imported. The base image is only built on."""
     have = dict(line.split()[:3:2] for line in ctr(config, node, "images", "ls").splitlines()[1:])
     imported = []
-    for image in image_archives(config):
-        if image["ref"].rsplit("/", 1)[-1].startswith(BUILD_ONLY) or have.get(image["ref"]) == archive_digest(
-            Path(image["archive"])
-        ):
+    for image in release.image_archives(config):
+        if image["ref"].rsplit("/", 1)[-1].startswith(BUILD_ONLY):
+            continue
+        if have.get(image["ref"]) == archive_digest(Path(image["archive"])):
             continue
         ctr(config, node, "images", "import", image["archive"])
         imported.append(image["ref"])
@@ -138,14 +139,6 @@ def archive_digest(archive: Path) -> str:
             raise ValueError(f"{archive} has no index.json")
         digest: str = json.load(member)["manifests"][0]["digest"]
     return digest
-
-
-def image_archives(config: TestbedConfig) -> list[dict[str, str]]:
-    listing = config.images_dir / "images.json"
-    if not listing.is_file():
-        raise FileNotFoundError(f"no images in {config.images_dir}: build them with `make images`")
-    images: list[dict[str, str]] = json.loads(listing.read_text())
-    return images
 
 
 def start_kubelet(node: RealNode, config: TestbedConfig, spawn: Spawn) -> None:
@@ -196,7 +189,7 @@ def start_real_nodes(
     for node in nodes:
         start_kubelet(node, config, spawn)
     wait_for_nodes(api, nodes, config.start_timeout_seconds, abort)
-    clusterdns.install(api, image=clusterdns.image_ref(config))
+    clusterdns.install(api, image=release.image_refs(config)["coredns"])
     clusterdns.wait_ready(api, config.start_timeout_seconds, abort)
     return nodes
 
@@ -239,7 +232,7 @@ def _crictl(tools_dir: Path, socket: Path, *args: str) -> subprocess.CompletedPr
 
 def _remove_pods(tools_dir: Path, node_root: Path) -> None:
     """Every pod sandbox removed through CRI: containers stopped, network torn down, mounts gone."""
-    socket = node_root / "containerd" / "containerd.sock"
+    socket = realnodes.containerd_socket(node_root)
     if socket.exists():
         with contextlib.suppress(subprocess.TimeoutExpired):
             _crictl(tools_dir, socket, "rmp", "--all", "--force")
@@ -248,7 +241,7 @@ def _remove_pods(tools_dir: Path, node_root: Path) -> None:
 def _kill_leftovers(tools_dir: Path, node_root: Path) -> None:
     """After a crash containerd's shims and their containers outlive it: kill every shim of this node
     (known by its socket in the command line) and every process left in the node's cgroups."""
-    socket = str((node_root / "containerd" / "containerd.sock").resolve())  # the path containerd was given
+    socket = str(realnodes.containerd_socket(node_root).resolve())  # the path containerd was given
     shim = str(tools_dir / "containerd-shim-runc-v2")
     for pid in _pids():
         try:

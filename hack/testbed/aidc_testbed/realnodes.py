@@ -83,7 +83,7 @@ class RealNode:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.root / "containerd" / "containerd.sock"
+        return containerd_socket(self.root)
 
     @property
     def runc_root(self) -> Path:
@@ -128,6 +128,11 @@ class RealNode:
             self.kubelet_root,
             self.pod_logs,
         )
+
+
+def containerd_socket(node_root: Path) -> Path:
+    """A node's containerd socket, from its folder alone (``down`` knows no more after a crash)."""
+    return node_root / "containerd" / "containerd.sock"
 
 
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")

@@ -24,10 +24,18 @@ RESTRICTED = {
 }
 
 
+def image_archives(config: TestbedConfig) -> list[dict[str, str]]:
+    """``make images``'s listing: ``ref`` and ``archive`` of every image it built."""
+    listing = config.images_dir / "images.json"
+    if not listing.is_file():
+        raise FileNotFoundError(f"no images in {config.images_dir}: build them with `make images`")
+    images: list[dict[str, str]] = json.loads(listing.read_text())
+    return images
+
+
 def image_refs(config: TestbedConfig) -> dict[str, str]:
-    """The refs of ``make images`` by short name: ``aidc-operator``, ``aidc-trainer``, ``aidc-busybox``..."""
-    listing = json.loads((config.images_dir / "images.json").read_text())
-    return {entry["ref"].rsplit("/", 1)[-1].split(":", 1)[0]: entry["ref"] for entry in listing}
+    """The refs of ``make images`` by short name: ``aidc-operator``, ``aidc-trainer``, ``coredns``..."""
+    return {entry["ref"].rsplit("/", 1)[-1].split(":", 1)[0]: entry["ref"] for entry in image_archives(config)}
 
 
 def chart_values(config: TestbedConfig, *, tainted: bool, **overrides: Any) -> dict[str, Any]:
