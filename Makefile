@@ -28,7 +28,7 @@ tools:  ## build the control plane, kubelet, kube-proxy, containerd, CNI, CoreDN
 host-packages:  ## Debian packages of real nodes and image builds (runc, iptables, buildah, ...), when missing
 	hack/host-packages.sh
 
-images: host-packages tools  ## build the images (operator, CPU trainer, base, pause, coredns, busybox) without Docker into .cache/images (no-op when up to date)
+images: host-packages tools  ## build the images (operator, CPU trainer, base, pause, coredns) without Docker into .cache/images (no-op when up to date)
 	hack/images/build-images.sh
 
 crds: venv  ## regenerate crds/ and the chart's copy from the API models

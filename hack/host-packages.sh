@@ -6,11 +6,10 @@
 #   conntrack             kube-proxy clears stale UDP entries (DNS) with it
 #   iproute2              the bed's bridges and routes
 #   buildah, debootstrap  the images: a Debian base bootstrapped from packages, Dockerfiles built on it
-#   busybox-static        the small image of `helm test` and of the e2e client pods
 set -euo pipefail
 declare -A command_of=(
   [runc]=runc [iptables]=iptables [nftables]=nft [conntrack]=conntrack [iproute2]=ip
-  [buildah]=buildah [debootstrap]=debootstrap [busybox-static]=busybox
+  [buildah]=buildah [debootstrap]=debootstrap
 )
 missing=()
 for package in "${!command_of[@]}"; do

@@ -9,7 +9,6 @@
 #   aidc-trainer   buildah bud trainer-image/Dockerfile (VARIANT=cpu) FROM aidc-base
 #   pause          pause.c from the k8s.io/kubernetes module, gcc -static (the sandbox image)
 #   coredns        .cache/tools/bin/coredns (skipped until `make tools` built it)
-#   aidc-busybox   Debian's busybox-static (helm test pods, e2e client pods)
 #
 # .cache/images/images.json lists {"ref", "archive"} of every image, for the nodes to import:
 #   ctr -n k8s.io images import ARCHIVE
@@ -319,39 +318,6 @@ build_coredns() {
     mark_built coredns "$key"
 }
 
-# the upstream version of the installed busybox-static (1:1.35.0-4+deb12u1+b1 -> 1.35.0)
-busybox_version() {
-    local version
-    version=$(dpkg-query -W -f='${Version}' busybox-static)
-    version=${version#*:}
-    printf '%s\n' "${version%%-*}"
-}
-
-build_busybox() {
-    local ref key applet
-    local -a links=()
-    if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
-        say "busybox: apt-get install busybox-static"
-        logged busybox apt-get install -y --no-install-recommends busybox-static
-    fi
-    ref=localhost/aidc-busybox:$(busybox_version)
-    key=$({
-        declare -f build_busybox
-        echo "$ref"
-        sha256sum </bin/busybox
-        hash_files hack/images/oci.py
-    } | digest)
-    needs_build "$ref" busybox "$key" || return 0
-    begin busybox "/bin/busybox (Debian busybox-static) -> $ref"
-    # every applet as /bin/<name> (sh, wget, nslookup, cat, sleep, ls, ...), as in the busybox image
-    while read -r applet; do
-        [[ $applet == busybox ]] || links+=(--symlink "/bin/$applet=busybox")
-    done < <(/bin/busybox --list)
-    logged busybox "${OCI[@]}" files --ref "$ref" --out "$(archive_of busybox)" --file /bin/busybox=/bin/busybox \
-        "${links[@]}" --dir /tmp=1777 --env "$BASE_PATH" --cmd '["sh"]'
-    mark_built busybox "$key"
-}
-
 # .cache/images/images.json: [{"ref", "archive"}, ...], rewritten only when it changes
 write_index() {
     local index=$OUT/images.json
@@ -372,7 +338,7 @@ main() {
     mkdir -p "$OUT" "$LOGS" "$BUILDAH_DIR"
     exec 9>"$OUT/.lock"
     flock -n 9 || { say "waiting for another build-images.sh"; flock 9; }
-    for step in build_base build_operator build_trainer build_pause build_coredns build_busybox; do
+    for step in build_base build_operator build_trainer build_pause build_coredns; do
         "$step"
     done
     write_index

@@ -247,12 +247,16 @@ def test_service_monitor_is_optional() -> None:
     assert selector.items() <= service["metadata"]["labels"].items()
 
 
-def test_helm_test_hook_fetches_healthz_through_the_service() -> None:
-    objects = render({"test": {"image": "registry.example/wget:1", "podAnnotations": {"a": "b"}}}, release="r")
+def test_helm_test_hook_fetches_healthz_through_the_service_with_the_operators_image() -> None:
+    image = {"repository": "registry.example/aidc", "tag": "9", "pullPolicy": "Always"}
+    objects = render({"image": image, "test": {"podAnnotations": {"a": "b"}}}, release="r")
     hook = next(o for o in of_kind(objects, "Pod") if o["metadata"]["annotations"].get("helm.sh/hook") == "test")
     assert hook["metadata"]["annotations"]["a"] == "b"
     container = hook["spec"]["containers"][0]
-    assert container["image"] == "registry.example/wget:1"
+    operator = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == operator["image"] == "registry.example/aidc:9"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["command"][:2] == ["python", "-c"]
     assert container["command"][-1] == "http://r-aidc-operator.aidc-system.svc:8080/healthz"
     assert hook["spec"]["restartPolicy"] == "Never"
     # the operator's Service must not select the test pod

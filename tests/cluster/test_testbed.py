@@ -254,3 +254,22 @@ def test_service_account_token_bound_to_a_pod_names_the_pod(kube: ApiClient, nam
     assert review.status.user.username == f"system:serviceaccount:{namespace}:trainer"
     assert review.status.user.extra["authentication.kubernetes.io/pod-name"] == ["rank-0"]
     assert review.status.user.extra["authentication.kubernetes.io/pod-uid"] == [pod.metadata.uid]
+
+
+def test_the_report_of_a_failed_install_says_what_its_pods_wait_for(
+    kube: ApiClient, namespace: str, wait_for: Waiter
+) -> None:
+    from aidc_testbed.diagnose import pods_report
+
+    core = client.CoreV1Api(kube)
+    stuck = pod_manifest("stuck-0", node="no-such-node")
+    core.create_namespaced_pod(namespace, body=stuck)
+    report = wait_for(
+        lambda: pods_report(kube, namespace),
+        until=lambda text: "FailedScheduling" in text,
+        message="the scheduler's refusal in the report",
+    )
+    assert "pod stuck-0: Pending on (unscheduled)" in report
+    assert "PodScheduled=False Unschedulable" in report
+    assert "event Warning FailedScheduling Pod/stuck-0" in report
+    assert pods_report(kube, "no-such-namespace").startswith("pods in no-such-namespace: 0")

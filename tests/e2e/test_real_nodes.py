@@ -285,11 +285,6 @@ def test_the_operator_pod_deleted_mid_training_loses_and_duplicates_nothing(
     assert {p.metadata.uid for p in operators}.isdisjoint({p.metadata.uid for p in old})  # a new operator finished it
 
 
-@pytest.mark.xfail(
-    reason="the test image is Debian's busybox-static, whose wget resolves names through glibc's NSS modules "
-    "(dlopened, absent from the image): the Service name does not resolve; needs an image with a resolver",
-    strict=True,
-)
 def test_helm_test_passes(testbed: Any, release: Release) -> None:
     from aidc_testbed.release import helm
 

@@ -99,13 +99,13 @@ def _up_with_a_pod(folder: Path) -> Path:
     assert started.returncode == 0, started.stderr
     kubeconfig = folder / "kubeconfig"
     listing = json.loads((REPO_ROOT / ".cache" / "images" / "images.json").read_text())
-    busybox = next(i["ref"] for i in listing if "busybox" in i["ref"])
+    pause = next(i["ref"] for i in listing if "/pause:" in i["ref"])  # it sleeps until stopped
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper", "namespace": "default"},
         "spec": {"nodeSelector": {"aidc.io/real-node": "true"},
                  "tolerations": [{"key": "aidc.io/real-node", "operator": "Exists"}],
-                 "containers": [{"name": "sleep", "image": busybox, "imagePullPolicy": "Never",
-                                 "command": ["sleep", "3600"], "resources": {"limits": {"memory": "32Mi"}}}]},
+                 "containers": [{"name": "sleep", "image": pause, "imagePullPolicy": "Never",
+                                 "resources": {"limits": {"memory": "32Mi"}}}]},
     }  # fmt: skip
     kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps(pod))
     kubectl(kubeconfig, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s")

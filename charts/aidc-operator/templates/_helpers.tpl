@@ -17,6 +17,10 @@
 {{- end }}
 {{- end }}
 
+{{- define "aidc.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
 {{- define "aidc.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "aidc.fullname" .) .Values.serviceAccount.name }}

@@ -46,7 +46,6 @@ def chart_values(config: TestbedConfig, *, tainted: bool, **overrides: Any) -> d
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "trainerImage": refs["aidc-trainer"],
         "operator": {"podImagePullPolicy": "Never"},
-        "test": {"image": refs["aidc-busybox"]},
     }
     if tainted:  # kwok nodes share the bed: the operator goes where real pods run
         values |= {"nodeSelector": placement()["nodeSelector"], "tolerations": placement()["tolerations"]}
@@ -73,7 +72,25 @@ def install(
     """``helm install --wait`` of the chart; the values go through a file, as a user's would."""
     values_file = config.state_dir / f"values-{release}.yaml"
     values_file.write_text(json.dumps(values, indent=2))
-    return helm(
+    done = helm(
         config, kubeconfig, "install", release, str(CHART), "--namespace", namespace, "--create-namespace",
-        "-f", str(values_file), "--wait", "--timeout", "180s",
+        "-f", str(values_file), "--wait", "--timeout", "180s", check=False,
     )  # fmt: skip
+    if done.returncode:
+        failure = f"helm install {release} exited {done.returncode}: {done.stderr.strip()}"
+        raise RuntimeError(f"{failure}\n{_report(kubeconfig, namespace)}")
+    return done
+
+
+def _report(kubeconfig: Path, namespace: str) -> str:
+    """What the release's pods are doing (:mod:`aidc_testbed.diagnose`), for a failed install's error."""
+    from kubernetes import config as kube_config
+
+    from aidc_testbed.diagnose import pods_report
+
+    try:
+        api = kube_config.new_client_from_config(str(kubeconfig))
+    except Exception as error:  # the install's failure matters more than its report's
+        return f"(no report: {error!r})"
+    with api:
+        return pods_report(api, namespace)
