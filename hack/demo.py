@@ -187,7 +187,7 @@ def main() -> int:
     steps.say("done: look around, then stop")
     print(f"export KUBECONFIG={kubeconfig}\n"
           "kubectl get tj,infsvc,pods -A -o wide; kubectl describe tj digits; kubectl logs digits-0 | tail\n"
-          f"kubectl -n {OPERATOR_NAMESPACE} logs deploy/{RELEASE}-aidc-operator\n"
+          f"kubectl -n {OPERATOR_NAMESPACE} logs deploy/{RELEASE}\n"
           "stop everything and restore the machine: make demo-down")  # fmt: skip
     return 0 if accuracy >= ACCURACY_GOAL else 1
 

@@ -76,8 +76,11 @@ def test_serves_a_training_jobs_export_and_rolls_out_a_new_one(
         volume = deployment.spec.template.spec.volumes[0].persistent_volume_claim
         assert volume.claim_name == "digits-checkpoints" and volume.read_only
         assert deployment.metadata.owner_references[0].kind == "InferenceService"
+        # the job and the InferenceService share a name: each has a Service of its own
         service = client.CoreV1Api(kube).read_namespaced_service("digits", namespace)
-        assert service.spec.ports[0].port == 8080
+        assert service.spec.ports[0].port == 8080 and service.metadata.owner_references[0].kind == "InferenceService"
+        gang = client.CoreV1Api(kube).read_namespaced_service("digits-gang", namespace)
+        assert gang.spec.cluster_ip == "None" and gang.metadata.owner_references[0].kind == "TrainingJob"
         # a new export: the Deployment rolls, the previous model stays in status for a rollback
         export(kube, namespace, "digits-0", "export/best-v2", 200)
         rolled = wait_for(

@@ -4,15 +4,19 @@ nodes, and the host journal that `down` undoes."""
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 
-from aidc_testbed import TestbedConfig
+import pytest
+
+from aidc_testbed import TestbedConfig, machine
 from aidc_testbed.clusterdns import COREFILE, manifests
 from aidc_testbed.components import Ports, command_lines
 from aidc_testbed.host import HostJournal, mounts_under
 from aidc_testbed.layout import Layout
 from aidc_testbed.pki import API_SERVER_IPS
+from aidc_testbed.process import RunningProcess
 from aidc_testbed.realnodes import (
     CLUSTER_DNS,
     LABEL_REAL_NODE,
@@ -23,6 +27,7 @@ from aidc_testbed.realnodes import (
     kubelet_configuration,
     placement,
 )
+from aidc_testbed.state import TestbedState
 
 NODE = RealNode(1, Path("/bed/realnodes/real-1"), 10250, 10248, Path("/store/real-1"))
 PORTS = Ports(2379, 2380, 6443, 10257, 10259, 10247)
@@ -101,3 +106,35 @@ def test_the_host_journal_survives_a_process_and_lists_mounts_deepest_first(tmp_
     assert HostJournal.load(tmp_path / "missing.json").is_empty()
     points = mounts_under(["/proc"])
     assert points and points[-1] == "/proc"  # children before their parent
+
+
+def _bed_running(folder: Path, binary: str, pid: int) -> Layout:
+    """A bed whose state names one running real-node process (``pid``, started from ``binary``)."""
+    layout = Layout(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    running = [RunningProcess("kubelet-real-0", pid, binary, str(folder / "kubelet.log"))]
+    TestbedState(ports=Ports(1, 2, 3, 4, 5, 6), config={}, processes=running).save(layout.state_file)
+    return layout
+
+
+def test_one_bed_runs_real_nodes_on_a_machine_and_a_gone_one_is_taken_over(tmp_path: Path) -> None:
+    claim_file = tmp_path / "run" / "real-nodes"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        first = _bed_running(tmp_path / "first", "sleep", sleeper.pid)
+        second = Layout(tmp_path / "second")
+        machine.claim(first, claim_file)
+        machine.claim(first, claim_file)  # the same bed again: its own claim
+        with pytest.raises(machine.MachineTakenError, match=r"another test bed runs real nodes .*first.*down --dir"):
+            machine.claim(second, claim_file)
+        assert machine.other_owner(second, claim_file) == first.root.resolve()
+        assert machine.other_owner(first, claim_file) is None
+        machine.release(second, claim_file)  # not its claim: nothing changes
+        assert claim_file.read_text() == str(first.root.resolve())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    machine.claim(second, claim_file)  # the first bed's nodes are gone: the machine is free
+    assert claim_file.read_text() == str(second.root.resolve())
+    machine.release(second, claim_file)
+    assert not claim_file.parent.exists()

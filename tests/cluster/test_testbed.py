@@ -95,9 +95,17 @@ def test_claim_binds_to_the_smallest_fitting_pool_volume(
     kube: ApiClient, namespace: str, wait_for: Waiter, access_mode: str, size: str
 ) -> None:
     core = client.CoreV1Api(kube)
+    # volumes of earlier tests' claims are being recycled: wait until the pool is settled, so the
+    # volume controller sees the same Available volumes as this list
+    pool = wait_for(
+        lambda: core.list_persistent_volume(label_selector="aidc.io/testbed-pool=true").items,
+        until=lambda pvs: all(pv.status.phase in ("Available", "Bound") for pv in pvs),
+        timeout=60,
+        message="no pool volume Released or being recycled",
+    )
     fitting = [
         pv
-        for pv in core.list_persistent_volume(label_selector="aidc.io/testbed-pool=true").items
+        for pv in pool
         if pv.status.phase == "Available"
         and access_mode in pv.spec.access_modes
         and gibibytes(pv.spec.capacity["storage"]) >= gibibytes(size)

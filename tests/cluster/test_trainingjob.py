@@ -47,18 +47,18 @@ def test_gang_is_created_as_designed_and_succeeds(
     with run_operator(namespace):
         create(kube, namespace, TJ, training_job("gang", spec))
         made = wait_for(lambda: pods(kube, namespace, "gang"), until=lambda p: len(p) == 2, message="2 rank pods")
-        service = client.CoreV1Api(kube).read_namespaced_service("gang", namespace)
+        service = client.CoreV1Api(kube).read_namespaced_service("gang-gang", namespace)
         assert service.spec.cluster_ip == "None" and service.spec.publish_not_ready_addresses
         for rank, pod in enumerate(made):
             assert pod.metadata.name == f"gang-{rank}" and pod.spec.hostname == f"gang-{rank}"
-            assert pod.spec.subdomain == "gang"
+            assert pod.spec.subdomain == "gang-gang"
             assert pod.metadata.labels["aidc.io/replica-index"] == str(rank)
             assert pod.metadata.labels["app.kubernetes.io/managed-by"] == "aidc-operator"
             assert pod.metadata.owner_references[0].kind == "TrainingJob"
             limits = pod.spec.containers[0].resources.limits
             assert limits["nvidia.com/gpu"] == "8"
             env = env_of(pod)
-            assert env["MASTER_ADDR"] == f"gang-0.gang.{namespace}.svc"
+            assert env["MASTER_ADDR"] == f"gang-0.gang-gang.{namespace}.svc"
             assert env["WORLD_SIZE"] == "2" and env["RANK"] == str(rank) and env["PET_NODE_RANK"] == str(rank)
             mounts = [m.mount_path for m in pod.spec.containers[0].volume_mounts or []]
             assert ("/mnt/checkpoints" in mounts) == (rank == 0)  # only rank 0 writes checkpoints

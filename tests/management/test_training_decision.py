@@ -53,7 +53,7 @@ RUNNING = {"phase": "Running", "gangCreatedTime": ago(60), "gangRunningTime": ag
 def test_new_job_creates_service_and_every_rank() -> None:
     plan = run(job(), [], service_exists=False)
     kinds = [(o["kind"], o["metadata"]["name"]) for o in plan.create]
-    assert kinds == [("Service", "mnist"), ("Pod", "mnist-0"), ("Pod", "mnist-1")]
+    assert kinds == [("Service", "mnist-gang"), ("Pod", "mnist-0"), ("Pod", "mnist-1")]
     assert status_of(plan)["phase"] == "Pending"
     assert reasons(plan)["Scheduled"] == ("False", "Creating")
     assert plan.routine_progress
@@ -250,7 +250,7 @@ def test_restarting_waits_for_backoff_then_for_old_pods_then_recreates_the_same_
     assert [p["metadata"]["name"] for p in pods] == ["mnist-0", "mnist-1"]
     assert {p["metadata"]["labels"]["aidc.io/gang-attempt"] for p in pods} == {"1"}
     assert status_of(recreated)["gangCreatedTime"]
-    assert pods[1]["spec"]["hostname"] == "mnist-1" and pods[1]["spec"]["subdomain"] == "mnist"
+    assert pods[1]["spec"]["hostname"] == "mnist-1" and pods[1]["spec"]["subdomain"] == "mnist-gang"
 
 
 def test_pod_stuck_terminating_on_a_lost_node_is_force_deleted() -> None:

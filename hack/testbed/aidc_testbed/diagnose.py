@@ -8,6 +8,7 @@ what ``kubectl describe`` and ``kubectl logs --previous`` would show, gathered b
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -72,3 +73,17 @@ def _event_lines(core: client.CoreV1Api, namespace: str) -> list[str]:
         f"event {e.type} {e.reason} {e.involved_object.kind}/{e.involved_object.name}: {(e.message or '').strip()}"
         for e in events[-EVENTS:]
     ]
+
+
+def node_errors(logs: Path, lines: int = 10) -> str:
+    """The last error lines of the real nodes' kubelets and containerds (klog ``E....`` lines,
+    containerd's ``level=error``): why a sandbox died, a mount failed or an image was refused."""
+    found = []
+    for log in sorted([*logs.glob("kubelet-*.log"), *logs.glob("containerd-*.log")]):
+        try:
+            text = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errors = [line for line in text if line.startswith("E") or "level=error" in line][-lines:]
+        found += [f"{log.stem}: {line[:400]}" for line in errors]
+    return "\n".join(found) or f"(no errors in the node logs under {logs})"

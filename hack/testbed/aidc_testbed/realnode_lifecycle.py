@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
-from aidc_testbed import clusterdns, health, host, process, realnodes, release
+from aidc_testbed import clusterdns, health, host, machine, process, realnodes, release
 from aidc_testbed.config import TestbedConfig
 from aidc_testbed.kubeconfig import write_kubeconfig
 from aidc_testbed.layout import Layout
@@ -178,6 +178,7 @@ def start_real_nodes(
 ) -> list[RealNode]:  # fmt: skip
     """Bring up ``config.real_nodes`` nodes and cluster DNS; returns once all are Ready."""
     nodes = describe_nodes(config, layout)
+    machine.claim(layout)
     journal = host.HostJournal.load(layout.host_journal)
     prepare_host(nodes, journal)
     pki, server = Pki(layout.pki), state.ports.server
@@ -205,14 +206,21 @@ def stop_real_nodes(tools_dir: Path, layout: Layout, state: TestbedState | None)
     for node_root in _node_roots(layout):
         _remove_pods(tools_dir, node_root)
     process.stop([p for p in mine if p.name.startswith("containerd-")])
+    if state is not None:
+        state.processes = [p for p in state.processes if not _is_real_node_process(p.name)]
+    other = machine.other_owner(layout)
+    if other is not None:  # what is left is named like the other bed's: leave it, and the journal
+        if host.HostJournal.load(layout.host_journal).is_empty():
+            return []
+        return [f"real nodes of {other} run on this machine: this bed's host changes stay recorded in "
+                f"{layout.host_journal}; run down again once that bed is down"]  # fmt: skip
     for node_root in _node_roots(layout):
         _kill_leftovers(tools_dir, node_root)
     if mine or layout.host_journal.exists():
         _clean_kube_proxy(tools_dir)
     journal = host.HostJournal.load(layout.host_journal)
     problems = host.restore(journal)
-    if state is not None:
-        state.processes = [p for p in state.processes if not _is_real_node_process(p.name)]
+    machine.release(layout)
     return problems
 
 

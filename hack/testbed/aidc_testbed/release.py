@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aidc_testbed.config import REPO_ROOT, TestbedConfig
+from aidc_testbed.diagnose import node_errors
+from aidc_testbed.layout import Layout
 from aidc_testbed.realnodes import placement
 
 CHART = REPO_ROOT / "charts" / "aidc-operator"
@@ -78,7 +80,7 @@ def install(
     )  # fmt: skip
     if done.returncode:
         failure = f"helm install {release} exited {done.returncode}: {done.stderr.strip()}"
-        raise RuntimeError(f"{failure}\n{_report(kubeconfig, namespace)}")
+        raise RuntimeError(f"{failure}\n{_report(kubeconfig, namespace)}\n{node_errors(Layout(config.state_dir).logs)}")
     return done
 
 

@@ -1,4 +1,4 @@
-"""The headless Service that gives every rank a stable DNS name (``<job>-<rank>.<job>.<ns>.svc``)."""
+"""The headless Service that gives every rank a stable DNS name (``<job>-<rank>.<job>-gang.<ns>.svc``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from aidc.compute.labels import job_labels, owner_reference
 
 
 def service_name(job: TrainingJob) -> str:
-    """The Service is named after the job; pods use it as their ``subdomain``."""
-    return str(job.metadata["name"])
+    """``<job>-gang``; pods use it as their ``subdomain``. Not the job's own name: that is left to an
+    InferenceService serving the job's model, whose Service is named after it."""
+    return f"{job.metadata['name']}-gang"
 
 
 def master_address(job: TrainingJob) -> str:
