@@ -6,7 +6,7 @@ from typing import Any
 
 from kubernetes import client
 
-GROUP, VERSION = "aidc.io", "v1alpha1"
+from aidc.contract import GROUP, VERSION
 
 
 def create(kube: client.ApiClient, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import pytest
 
 from aidc.api import InferenceService
 from aidc.api.trainingjob import ModelStatus
-from aidc.compute.serving import ANNOTATION_SPEC_HASH, serving_deployment, startup_failure_threshold
+from aidc.compute.serving import serving_deployment, startup_failure_threshold
+from aidc.contract import ANNOTATION_SPEC_HASH
 from aidc.management.plan import Plan
 from aidc.management.serving_decision import DeploymentView, ServingObservation, decide
 from aidc.settings import OperatorSettings

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aidc import contract
-from aidc.api.common import API_VERSION
 
 
 def job_labels(job: Any, component: str = "trainer") -> dict[str, str]:
@@ -13,18 +12,18 @@ def job_labels(job: Any, component: str = "trainer") -> dict[str, str]:
     name = str(job.metadata["name"])
     return {
         contract.LABEL_JOB_NAME: name,
-        "app.kubernetes.io/name": "aidc-trainingjob",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": "aidc",
-        "app.kubernetes.io/managed-by": "aidc-operator",
+        contract.LABEL_APP_NAME: contract.APP_TRAINING_JOB,
+        contract.LABEL_APP_INSTANCE: name,
+        contract.LABEL_APP_COMPONENT: component,
+        contract.LABEL_APP_PART_OF: contract.APP_PART_OF,
+        contract.LABEL_APP_MANAGED_BY: contract.OPERATOR_NAME,
     }
 
 
 def owner_reference(resource: Any, controller: bool = True) -> dict[str, Any]:
     """An owner reference to a custom resource, so garbage collection follows it."""
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": contract.API_VERSION,
         "kind": resource.kind,
         "name": resource.metadata["name"],
         "uid": resource.metadata["uid"],

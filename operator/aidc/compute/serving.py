@@ -14,8 +14,6 @@ from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requ
 from aidc.settings import OperatorSettings
 
 SERVER_COMMAND = ["python", "-m", "aidc_trainer.serving"]
-ANNOTATION_MODEL = "aidc.io/model-uri"
-ANNOTATION_SPEC_HASH = "aidc.io/spec-hash"
 SERVER_UID = 1000
 PROBE_PERIOD_SECONDS = 5
 # a model loads at roughly this rate from a claim (conservative for network block storage)
@@ -27,11 +25,11 @@ def serving_labels(isvc: InferenceService) -> dict[str, str]:
     name = str(isvc.metadata["name"])
     return {
         contract.LABEL_SERVICE_NAME: name,
-        "app.kubernetes.io/name": "aidc-inferenceservice",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": "server",
-        "app.kubernetes.io/part-of": "aidc",
-        "app.kubernetes.io/managed-by": "aidc-operator",
+        contract.LABEL_APP_NAME: contract.APP_INFERENCE_SERVICE,
+        contract.LABEL_APP_INSTANCE: name,
+        contract.LABEL_APP_COMPONENT: "server",
+        contract.LABEL_APP_PART_OF: contract.APP_PART_OF,
+        contract.LABEL_APP_MANAGED_BY: contract.OPERATOR_NAME,
     }
 
 
@@ -61,13 +59,13 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
     """The Deployment of the model server; changing the model changes the template, which rolls it."""
     spec = isvc.spec
     env = [
-        {"name": "AIDC_MODEL_DIR", "value": contract.MODEL_MOUNT},
-        {"name": "AIDC_MODEL_NAME", "value": model_name(isvc)},
-        {"name": "AIDC_HTTP_PORT", "value": str(contract.SERVER_PORT)},
-        {"name": "AIDC_MAX_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
-        {"name": "AIDC_MAX_DELAY_MS", "value": str(spec.batching.max_delay_ms)},
-        {"name": "AIDC_MAX_REQUEST_BYTES", "value": str(spec.max_request_bytes)},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": contract.ENV_MODEL_DIR, "value": contract.MODEL_MOUNT},
+        {"name": contract.ENV_MODEL_NAME, "value": model_name(isvc)},
+        {"name": contract.ENV_HTTP_PORT, "value": str(contract.SERVER_PORT)},
+        {"name": contract.ENV_MAX_BATCH_SIZE, "value": str(spec.batching.max_batch_size)},
+        {"name": contract.ENV_MAX_DELAY_MS, "value": str(spec.batching.max_delay_ms)},
+        {"name": contract.ENV_MAX_REQUEST_BYTES, "value": str(spec.max_request_bytes)},
+        {"name": contract.ENV_PYTHON_UNBUFFERED, "value": "1"},
     ]
     overridden = {e.name for e in spec.env}
     env = [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
@@ -111,7 +109,7 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "template": {
             "metadata": {
                 "labels": {**template.labels, **labels},
-                "annotations": {**template.annotations, ANNOTATION_MODEL: model.uri},
+                "annotations": {**template.annotations, contract.ANNOTATION_MODEL_URI: model.uri},
             },
             "spec": merge_pod_spec(pod_spec, template.spec),
         },
@@ -127,7 +125,7 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
             "name": str(isvc.metadata["name"]),
             "namespace": isvc.metadata["namespace"],
             "labels": labels,
-            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(deployment_spec)},
+            "annotations": {contract.ANNOTATION_SPEC_HASH: spec_hash(deployment_spec)},
             "ownerReferences": [owner_reference(isvc)],
         },
         "spec": deployment_spec,
@@ -159,7 +157,7 @@ def autoscaler(isvc: InferenceService) -> dict[str, Any] | None:
             "name": name,
             "namespace": isvc.metadata["namespace"],
             "labels": serving_labels(isvc),
-            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(spec)},
+            "annotations": {contract.ANNOTATION_SPEC_HASH: spec_hash(spec)},
             "ownerReferences": [owner_reference(isvc)],
         },
         "spec": spec,

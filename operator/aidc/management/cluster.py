@@ -19,8 +19,8 @@ import aiohttp
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aidc.api.common import GROUP, VERSION
 from aidc.compute.identity import trainer_identity
+from aidc.contract import GROUP, OPERATOR_NAME, VERSION
 from aidc.management import metrics
 from aidc.management.apiserver import ApiServer
 from aidc.management.observe import is_owned_by
@@ -156,7 +156,7 @@ class Cluster:
             meta["name"],
             meta["namespace"],
             body,
-            field_manager="aidc-operator",
+            field_manager=OPERATOR_NAME,
             force=True,
             _content_type="application/apply-patch+yaml",
         )
@@ -231,8 +231,8 @@ class Cluster:
             "type": event.type,
             "reason": event.reason,
             "message": event.message[:1024],
-            "source": {"component": "aidc-operator"},
-            "reportingComponent": "aidc-operator",
+            "source": {"component": OPERATOR_NAME},
+            "reportingComponent": OPERATOR_NAME,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

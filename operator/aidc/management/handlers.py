@@ -17,7 +17,6 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from aidc import contract
-from aidc.compute.serving import ANNOTATION_SPEC_HASH
 from aidc.management import metrics
 from aidc.management.apiserver import ApiServer
 from aidc.management.cluster import Cluster
@@ -29,7 +28,7 @@ from aidc.management.workers import Workers
 from aidc.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-GROUP_VERSION = ("aidc.io", "v1alpha1")
+GROUP_VERSION = (contract.GROUP, contract.VERSION)
 
 
 class _NoDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -160,7 +159,7 @@ async def serving_services(namespace: str, labels: dict[str, str], **_: Any) -> 
 
 @kopf.index("horizontalpodautoscalers.v2.autoscaling", labels={contract.LABEL_SERVICE_NAME: kopf.PRESENT})
 async def serving_autoscalers(namespace: str, labels: dict[str, str], annotations: dict[str, str], **_: Any) -> Any:
-    return {(namespace, labels[contract.LABEL_SERVICE_NAME]): annotations.get(ANNOTATION_SPEC_HASH, "")}
+    return {(namespace, labels[contract.LABEL_SERVICE_NAME]): annotations.get(contract.ANNOTATION_SPEC_HASH, "")}
 
 
 @kopf.index(*GROUP_VERSION, "trainingjobs")

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aidc import contract
 from aidc.api.common import ConditionStatus
 from aidc.api.inferenceservice import InferenceService, InferenceServiceStatus, ServedModel
 from aidc.api.trainingjob import ModelStatus
-from aidc.compute.serving import ANNOTATION_MODEL, ANNOTATION_SPEC_HASH, autoscaler, serving_deployment
+from aidc.compute.serving import autoscaler, serving_deployment
 from aidc.management.conditions import set_condition
 from aidc.management.plan import Event, Plan
 from aidc.network.serving import inference_url, serving_service
@@ -42,8 +43,8 @@ def deployment_view(body: dict[str, Any]) -> DeploymentView:
     conditions = status.get("conditions") or []
     progressing: dict[str, Any] = next((c for c in conditions if c.get("type") == "Progressing"), {})
     return DeploymentView(
-        spec_hash=(meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH),
-        model_uri=(template_meta.get("annotations") or {}).get(ANNOTATION_MODEL),
+        spec_hash=(meta.get("annotations") or {}).get(contract.ANNOTATION_SPEC_HASH),
+        model_uri=(template_meta.get("annotations") or {}).get(contract.ANNOTATION_MODEL_URI),
         generation=int(meta.get("generation") or 0),
         observed_generation=int(status.get("observedGeneration") or 0),
         replicas=int(spec["replicas"]) if spec.get("replicas") is not None else 1,
@@ -127,7 +128,7 @@ def decide(obs: ServingObservation) -> Plan:
 
     model, reason, message = resolve_model(obs)
     status = status.model_copy(
-        update={"observed_generation": generation, "selector": f"aidc.io/inference-service={isvc.metadata['name']}"}
+        update={"observed_generation": generation, "selector": f"{contract.LABEL_SERVICE_NAME}={isvc.metadata['name']}"}
     )
     if not obs.service_exists:
         plan.create.append(serving_service(isvc))
@@ -147,7 +148,7 @@ def decide(obs: ServingObservation) -> Plan:
         desired = serving_deployment(isvc, model, obs.settings)
         if obs.deployment is None:
             plan.create.append(desired)
-        elif obs.deployment.spec_hash != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+        elif obs.deployment.spec_hash != desired["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]:
             plan.update.append(desired)
         wanted_autoscaler = autoscaler(isvc)
         if wanted_autoscaler is None and obs.autoscaler_hash is not None:
@@ -156,7 +157,7 @@ def decide(obs: ServingObservation) -> Plan:
             plan.create.append(wanted_autoscaler)
         elif (
             wanted_autoscaler is not None
-            and obs.autoscaler_hash != wanted_autoscaler["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
+            and obs.autoscaler_hash != wanted_autoscaler["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
         ):
             plan.update.append(wanted_autoscaler)
 
