@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from aidc.management import handlers  # noqa: F401  (registers the handlers)
+    from aidc.runtime import handlers  # noqa: F401  (registers the handlers)
     from aidc.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()

@@ -36,7 +36,7 @@ from tests.chart.rendering import (
 from tests.cluster.resources import condition_is, create, exit_pod, get, patch_spec, pods, training_job
 
 pytestmark = pytest.mark.cluster
-OPERATOR_MODULE = "aidc.management.handlers"
+OPERATOR_MODULE = "aidc.runtime.handlers"
 SERVING_RECONCILER = "aidc.management.serving_reconciler"
 HEARTBEAT_POLICY = "aidc-trainer-heartbeat"
 RBAC_GROUP = "rbac.authorization.k8s.io"

@@ -10,8 +10,7 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.trainingjob import TrainingJob
-from aidc.network.rendezvous import master_address
-from aidc.storage.claims import checkpoint_dir
+from aidc.identity.names import checkpoint_dir, master_address
 
 HEARTBEAT_SECONDS = 5
 

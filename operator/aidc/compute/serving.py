@@ -9,8 +9,8 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService, ServedModel
-from aidc.compute.labels import owner_reference
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
+from aidc.identity.labels import owner_reference, selector_labels, serving_labels
 from aidc.settings import OperatorSettings
 
 SERVER_COMMAND = ["python", "-m", "aidc_trainer.serving"]
@@ -19,22 +19,6 @@ PROBE_PERIOD_SECONDS = 5
 # a model loads at roughly this rate from a claim (conservative for network block storage)
 LOAD_BYTES_PER_SECOND = 50 * 1024 * 1024
 BASE_STARTUP_SECONDS = 60
-
-
-def serving_labels(isvc: InferenceService) -> dict[str, str]:
-    name = str(isvc.metadata["name"])
-    return {
-        contract.LABEL_SERVICE_NAME: name,
-        contract.LABEL_APP_NAME: contract.APP_INFERENCE_SERVICE,
-        contract.LABEL_APP_INSTANCE: name,
-        contract.LABEL_APP_COMPONENT: "server",
-        contract.LABEL_APP_PART_OF: contract.APP_PART_OF,
-        contract.LABEL_APP_MANAGED_BY: contract.OPERATOR_NAME,
-    }
-
-
-def selector_labels(isvc: InferenceService) -> dict[str, str]:
-    return {contract.LABEL_SERVICE_NAME: str(isvc.metadata["name"])}
 
 
 def model_name(isvc: InferenceService) -> str:

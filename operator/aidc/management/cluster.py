@@ -19,7 +19,7 @@ import aiohttp
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aidc.compute.identity import trainer_identity
+from aidc.compute.trainer_account import trainer_identity
 from aidc.contract import GROUP, OPERATOR_NAME, VERSION
 from aidc.management import metrics
 from aidc.management.apiserver import ApiServer

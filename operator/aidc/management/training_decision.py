@@ -25,15 +25,16 @@ from aidc.api.trainingjob import (
     TrainingJob,
     TrainingJobStatus,
 )
-from aidc.compute.gang import rank_pod, rank_pod_name
-from aidc.compute.labels import job_labels
+from aidc.compute.gang import rank_pod
 from aidc.compute.scheduling import pod_group
+from aidc.identity.labels import job_labels
+from aidc.identity.names import checkpoint_claim_name, rank_pod_name
 from aidc.management.conditions import set_condition
 from aidc.management.observe import RankPod, parse_time
 from aidc.management.plan import Event, Plan, PodDeletion
 from aidc.network.rendezvous import rendezvous_service
 from aidc.settings import OperatorSettings
-from aidc.storage.claims import checkpoint_claim_name, model_location, owned_claim
+from aidc.storage.claims import model_location, owned_claim
 
 MAX_BACKOFF_SECONDS = 600
 FINISHED = ("Succeeded", "Failed")

@@ -16,8 +16,9 @@ from pydantic import ValidationError
 from aidc import contract
 from aidc.api import TrainingJob, describe_validation_error
 from aidc.api.trainingjob import TrainingJobStatus
-from aidc.compute.labels import job_labels
 from aidc.compute.scheduling import group_name, pod_group
+from aidc.identity.labels import job_labels
+from aidc.identity.names import checkpoint_claim_name, rendezvous_service_name
 from aidc.management import metrics
 from aidc.management.cluster import Cluster, CreationRefusedError
 from aidc.management.conditions import set_condition
@@ -26,9 +27,7 @@ from aidc.management.patching import merge_patch
 from aidc.management.plan import Event, Plan
 from aidc.management.training_decision import TrainingObservation, decide
 from aidc.management.workers import Memory
-from aidc.network.rendezvous import service_name
 from aidc.settings import OperatorSettings
-from aidc.storage.claims import checkpoint_claim_name
 
 log = logging.getLogger(__name__)
 PLURAL = "trainingjobs"
@@ -137,7 +136,7 @@ class TrainingReconciler:
             pods=pods,
             now=datetime.now(UTC),
             settings=self.settings,
-            service_exists=(namespace, service_name(job)) in self.services,
+            service_exists=(namespace, rendezvous_service_name(job)) in self.services,
             claim_exists=claim is None or (namespace, claim) in self.claims,
             pod_group_exists=group is None or f"podgroup/{group_name(job)}" in memory.ensured,
             expected=frozenset(memory.expected),

@@ -1,4 +1,7 @@
-"""The headless Service that gives every rank a stable DNS name (``<job>-<rank>.<job>.<ns>.svc``)."""
+"""The headless Service that gives every rank a stable DNS name (``<job>-<rank>.<job>.<ns>.svc``).
+
+Its name and rank 0's address are in ``aidc.identity.names``: the ranks' pods need them too.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,8 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.trainingjob import TrainingJob
-from aidc.compute.labels import job_labels, owner_reference
-
-
-def service_name(job: TrainingJob) -> str:
-    """The Service is named after the job; pods use it as their ``subdomain``."""
-    return str(job.metadata["name"])
-
-
-def master_address(job: TrainingJob) -> str:
-    """Rank 0's hostname through the headless Service; stable across gang restarts."""
-    name = str(job.metadata["name"])
-    return f"{name}-0.{service_name(job)}.{job.metadata['namespace']}.svc"
+from aidc.identity.labels import job_labels, owner_reference
+from aidc.identity.names import rendezvous_service_name
 
 
 def rendezvous_service(job: TrainingJob) -> dict[str, Any]:
@@ -26,7 +19,7 @@ def rendezvous_service(job: TrainingJob) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": service_name(job),
+            "name": rendezvous_service_name(job),
             "namespace": job.metadata["namespace"],
             "labels": job_labels(job, component="rendezvous"),
             "ownerReferences": [owner_reference(job)],

@@ -1,6 +1,6 @@
 """kopf wiring: watch events feed indexes and poke the per-resource workers. Nothing else.
 
-Run with ``kopf run -m aidc.management.handlers`` (``aidc run`` does it with the settings of
+Run with ``kopf run -m aidc.runtime.handlers`` (``aidc run`` does it with the settings of
 the Helm chart). Handlers only observe: all decisions live in the pure decision modules.
 """
 
