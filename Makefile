@@ -37,7 +37,7 @@ crds: venv  ## regenerate crds/ and the chart's copy from the API models
 crds-check: venv
 	$(BIN)/aidc crds --check
 
-lint: venv  ## ruff, mypy (strict) and the import contracts (layers that point down, see pyproject.toml)
+lint: venv  ## ruff, mypy (strict on operator/aidc and trainer-image/aidc_trainer), the import contracts (layers that point down, see pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

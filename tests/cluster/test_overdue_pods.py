@@ -25,7 +25,8 @@ from aidc.management.observe import rank_pod_from
 from aidc.management.training_reconciler import TrainingReconciler
 from aidc.management.workers import Memory
 from aidc.settings import OperatorSettings
-from tests.cluster.resources import create, pods, training_job
+from tests.cluster.resources import create, pods
+from tests.factories import training_job_body
 
 pytestmark = pytest.mark.cluster
 TJ = "trainingjobs"
@@ -44,7 +45,7 @@ def pod_lists() -> float:
 def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_says_so(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, wait_for: Callable[..., Any]
 ) -> None:
-    body = create(kube, namespace, TJ, training_job("lag", {"replicas": 2}))
+    body = create(kube, namespace, TJ, training_job_body("lag", {"replicas": 2}))
     core = client.CoreV1Api(kube)
     found, gone = overdue("found"), overdue("gone")
 
@@ -99,7 +100,7 @@ def test_ranks_the_watch_delivered_late_but_before_the_pass_are_not_asked_about(
 ) -> None:
     """The watch delivered the ranks more than ``expectationSeconds`` after their creation, but
     before the next pass: that pass has nothing to ask the API server."""
-    body = create(kube, namespace, TJ, training_job("late", {"replicas": 2}))
+    body = create(kube, namespace, TJ, training_job_body("late", {"replicas": 2}))
     core = client.CoreV1Api(kube)
 
     async def scenario() -> tuple[float, dict[str, float]]:

@@ -14,21 +14,12 @@ from aidc.contract import ANNOTATION_SPEC_HASH
 from aidc.management.plan import Plan
 from aidc.management.serving_decision import DeploymentView, ServingObservation, decide
 from aidc.settings import OperatorSettings
+from tests.factories import inference_service as isvc
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 EXPORTED = ModelStatus(
     claim_name="digits-checkpoints", path="digits/export/final", step=200, best_path="digits/export/best"
 )
-
-
-def isvc(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> InferenceService:
-    body: dict[str, Any] = {
-        "metadata": {"name": "digits", "namespace": "ml", "uid": "u-2", "generation": 1},
-        "spec": {"model": {"fromTrainingJob": {"name": "digits"}}, **(spec or {})},
-    }
-    if status is not None:
-        body["status"] = status
-    return InferenceService.model_validate(body)
 
 
 def run(service: InferenceService, **obs: Any) -> Plan:

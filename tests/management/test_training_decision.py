@@ -11,18 +11,9 @@ from aidc.api import TrainingJob
 from aidc.management.observe import RankPod
 from aidc.management.plan import Plan
 from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide
+from tests.factories import training_job as job
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None, **meta: Any) -> TrainingJob:
-    body: dict[str, Any] = {
-        "metadata": {"name": "mnist", "namespace": "ml", "uid": "u-1", "generation": 1, **meta},
-        "spec": {"replicas": 2, "trainer": {"task": "classifier"}, **(spec or {})},
-    }
-    if status is not None:
-        body["status"] = status
-    return TrainingJob.model_validate(body)
 
 
 def pod(rank: int, phase: str = "Running", attempt: int = 0, **fields: Any) -> RankPod:
