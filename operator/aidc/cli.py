@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     _tune_garbage_collection()
     kopf.run(
+        memo=kopf.Memo(settings=settings),  # read once: the start-up handler builds from these
         standalone=args.standalone,
         peering_name=args.peering,
         namespaces=namespaces,

@@ -17,7 +17,9 @@ from prometheus_client import REGISTRY
 from aidc import contract
 from aidc.management.apiserver import ApiServer
 from aidc.management.rank_pods import RankPods
+from aidc.settings import OperatorSettings
 
+MAX_REQUESTS = OperatorSettings().max_concurrent_api_calls
 pytestmark = pytest.mark.cluster
 
 
@@ -58,7 +60,7 @@ def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
 
     async def scenario() -> None:
         woken: list[tuple[str, str]] = []
-        server = ApiServer(kube.configuration)
+        server = ApiServer(kube.configuration, MAX_REQUESTS)
         pods = RankPods(server, clusterwide, woken.append)
         try:
             await asyncio.wait_for(pods.ready(namespace), timeout=30)
@@ -99,7 +101,7 @@ def test_a_released_namespace_stops_its_watch_and_a_later_job_lists_it_again(
         return REGISTRY.get_sample_value("aidc_operator_pod_lists_total", {"reason": "start"}) or 0.0
 
     async def scenario() -> tuple[set[str], set[str], bool]:
-        server = ApiServer(kube.configuration)
+        server = ApiServer(kube.configuration, MAX_REQUESTS)
         pods = RankPods(server, False, lambda key: None)
         try:
             await asyncio.wait_for(pods.ready(namespace), timeout=30)

@@ -24,6 +24,7 @@ EXPORTED = ModelStatus(
 
 def run(service: InferenceService, **obs: Any) -> Plan:
     obs.setdefault("service_exists", True)
+    obs.setdefault("settings", OperatorSettings())
     return decide(ServingObservation(isvc=service, now=NOW, **obs))
 
 

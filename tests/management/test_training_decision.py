@@ -11,9 +11,11 @@ from aidc.api import TrainingJob
 from aidc.management.observe import RankPod
 from aidc.management.plan import Plan
 from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide
+from aidc.settings import OperatorSettings
 from tests.factories import training_job as job
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+SETTINGS = OperatorSettings()
 
 
 def pod(rank: int, phase: str = "Running", attempt: int = 0, **fields: Any) -> RankPod:
@@ -26,6 +28,7 @@ def ago(seconds: float) -> str:
 
 
 def run(j: TrainingJob, pods: list[RankPod], **obs: Any) -> Plan:
+    obs.setdefault("settings", SETTINGS)
     return decide(TrainingObservation(job=j, pods=pods, now=NOW, **obs))
 
 

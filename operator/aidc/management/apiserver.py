@@ -26,7 +26,7 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
 class ApiServer:
     """One aiohttp session to the API server; ``max_requests`` bounds the requests in flight."""
 
-    def __init__(self, configuration: client.Configuration, max_requests: int = 64) -> None:
+    def __init__(self, configuration: client.Configuration, max_requests: int) -> None:
         self.configuration = configuration
         self.host = configuration.host.rstrip("/")
         context: ssl.SSLContext | bool = False

@@ -76,7 +76,7 @@ def _api_message(error: ApiException) -> str:
 class Cluster:
     """Async facade over the official client, sized for many concurrent reconciles."""
 
-    def __init__(self, api: client.ApiClient, server: ApiServer, max_concurrency: int = 64) -> None:
+    def __init__(self, api: client.ApiClient, server: ApiServer, max_concurrency: int) -> None:
         self.api = api
         self.server = server
         self.core = client.CoreV1Api(api)

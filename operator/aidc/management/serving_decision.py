@@ -7,7 +7,7 @@ pods that serve *the resolved model* are ready: a rollout in progress or a crash
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +59,7 @@ def deployment_view(body: dict[str, Any]) -> DeploymentView:
 class ServingObservation:
     isvc: InferenceService
     now: datetime
-    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    settings: OperatorSettings
     training_job_exists: bool = False
     training_job_model: ModelStatus | None = None
     claim_exists: bool = True

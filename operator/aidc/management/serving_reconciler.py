@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,17 +26,26 @@ PLURAL = "inferenceservices"
 NameIndex = Mapping[tuple[str, str], Any]
 
 
+@dataclass(frozen=True)
+class ServingIndexes:
+    """What the watches hold that a pass reads, by (namespace, name) of the InferenceService,
+    TrainingJob or claim: views of the Deployments, the Services, the autoscalers' spec hashes,
+    the TrainingJobs' exported models, and which claims exist."""
+
+    deployments: NameIndex
+    services: NameIndex
+    autoscalers: NameIndex
+    training_models: NameIndex
+    claims: NameIndex
+
+
 class ServingReconciler:
     """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one InferenceService."""
 
-    def __init__(self, cluster: Cluster, settings: OperatorSettings) -> None:
+    def __init__(self, cluster: Cluster, settings: OperatorSettings, indexes: ServingIndexes) -> None:
         self.cluster = cluster
         self.settings = settings
-        self.deployments: NameIndex = {}
-        self.services: NameIndex = {}
-        self.autoscalers: NameIndex = {}
-        self.training_models: NameIndex = {}
-        self.claims: NameIndex = {}
+        self.indexes = indexes
         # (namespace, TrainingJob) -> InferenceServices serving it, so a new export wakes them
         self.followers: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
@@ -53,12 +63,12 @@ class ServingReconciler:
         if source.from_training_job is not None:
             job_key = (namespace, source.from_training_job.name)
             self.followers.setdefault(job_key, set()).add(key)
-            job_exists = job_key in self.training_models
-            raw = self._one(self.training_models, job_key)
+            job_exists = job_key in self.indexes.training_models
+            raw = self._one(self.indexes.training_models, job_key)
             job_model = ModelStatus.model_validate(raw) if raw else None
         elif source.storage_uri is not None:
-            claim_exists = (namespace, parse_storage_uri(source.storage_uri)[0]) in self.claims
-        deployment = self._one(self.deployments, key)
+            claim_exists = (namespace, parse_storage_uri(source.storage_uri)[0]) in self.indexes.claims
+        deployment = self._one(self.indexes.deployments, key)
         return ServingObservation(
             isvc=isvc,
             now=datetime.now(UTC),
@@ -67,8 +77,8 @@ class ServingReconciler:
             training_job_model=job_model,
             claim_exists=claim_exists,
             deployment=deployment if isinstance(deployment, DeploymentView) else None,
-            service_exists=key in self.services,
-            autoscaler_hash=self._one(self.autoscalers, key),
+            service_exists=key in self.indexes.services,
+            autoscaler_hash=self._one(self.indexes.autoscalers, key),
         )
 
     async def reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:

@@ -12,7 +12,7 @@ new gang is created under the same names once the old pods are gone and the back
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aidc import contract
@@ -47,7 +47,7 @@ class TrainingObservation:
     job: TrainingJob
     pods: list[RankPod]
     now: datetime
-    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    settings: OperatorSettings
     service_exists: bool = True
     claim_exists: bool = True
     pod_group_exists: bool = True

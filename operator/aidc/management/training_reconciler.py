@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,19 +76,27 @@ def _parse(seen: dict[str, Any], memory: Memory) -> TrainingJob:
     return job
 
 
+@dataclass(frozen=True)
+class TrainingIndexes:
+    """What the watches hold that a pass reads: the rank pods, and which Services and claims exist."""
+
+    pods: PodIndex
+    services: NameIndex
+    claims: NameIndex
+
+
 class TrainingReconciler:
     """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one job."""
 
-    def __init__(self, cluster: Cluster, settings: OperatorSettings) -> None:
+    def __init__(self, cluster: Cluster, settings: OperatorSettings, indexes: TrainingIndexes) -> None:
         self.cluster = cluster
         self.settings = settings
-        self.pods: PodIndex = {}
-        self.services: NameIndex = {}
-        self.claims: NameIndex = {}
+        self.indexes = indexes
 
     def _pods_of(self, job: TrainingJob) -> list[RankPod]:
         meta = job.metadata
-        return [pod for owner, pod in self.pods.get((meta["namespace"], meta["name"]), ()) if owner == meta["uid"]]
+        pods = self.indexes.pods.get((meta["namespace"], meta["name"]), ())
+        return [pod for owner, pod in pods if owner == meta["uid"]]
 
     async def check_overdue(self, job: TrainingJob, memory: Memory) -> None:
         """Asks the API server about pods created more than ``expectation_seconds`` ago that the
@@ -136,8 +145,8 @@ class TrainingReconciler:
             pods=pods,
             now=datetime.now(UTC),
             settings=self.settings,
-            service_exists=(namespace, rendezvous_service_name(job)) in self.services,
-            claim_exists=claim is None or (namespace, claim) in self.claims,
+            service_exists=(namespace, rendezvous_service_name(job)) in self.indexes.services,
+            claim_exists=claim is None or (namespace, claim) in self.indexes.claims,
             pod_group_exists=group is None or f"podgroup/{group_name(job)}" in memory.ensured,
             expected=frozenset(memory.expected),
         )
