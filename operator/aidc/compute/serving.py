@@ -39,8 +39,8 @@ def spec_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def serving_deployment(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
-    """The Deployment of the model server; changing the model changes the template, which rolls it."""
+def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:
+    """The model server's settings (names in the contract); the user's ``env`` overrides ours by name."""
     spec = isvc.spec
     env = [
         {"name": contract.ENV_MODEL_DIR, "value": contract.MODEL_MOUNT},
@@ -52,16 +52,20 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         {"name": contract.ENV_PYTHON_UNBUFFERED, "value": "1"},
     ]
     overridden = {e.name for e in spec.env}
-    env = [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+    return [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+
+
+def _server_container(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    spec = isvc.spec
     mount: dict[str, Any] = {"name": "model", "mountPath": contract.MODEL_MOUNT, "readOnly": True}
     if model.path:
         mount["subPath"] = model.path
-    container = {
+    return {
         "name": "server",
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(SERVER_COMMAND),
-        "env": env,
+        "env": server_environment(isvc),
         "ports": [{"name": "http", "containerPort": contract.SERVER_PORT}],
         "resources": resource_requirements(spec.resources),
         "volumeMounts": [mount],
@@ -70,8 +74,12 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "livenessProbe": _probe("/v2/health/live", failureThreshold=3, periodSeconds=10),
         "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
     }
+
+
+def _server_pod_spec(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    """The server's pod spec, the model's claim read-only, the user's podTemplate merged in."""
     pod_spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": [_server_container(isvc, model, settings)],
         "volumes": [
             {"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}},
         ],
@@ -84,8 +92,13 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
     }
-    placement = spec.placement
-    pod_spec.update(placement_fields(placement))
+    pod_spec.update(placement_fields(isvc.spec.placement))
+    return merge_pod_spec(pod_spec, isvc.spec.pod_template.spec)
+
+
+def serving_deployment(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    """The Deployment of the model server; changing the model changes the template, which rolls it."""
+    spec = isvc.spec
     labels = serving_labels(isvc)
     template = spec.pod_template
     deployment_spec: dict[str, Any] = {
@@ -95,7 +108,7 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
                 "labels": {**template.labels, **labels},
                 "annotations": {**template.annotations, contract.ANNOTATION_MODEL_URI: model.uri},
             },
-            "spec": merge_pod_spec(pod_spec, template.spec),
+            "spec": _server_pod_spec(isvc, model, settings),
         },
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "revisionHistoryLimit": 5,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREFIX = "aidc_operator"
@@ -41,3 +44,25 @@ OVERDUE_PODS = Counter(
     "Pods the operator created that its watch had not delivered after expectationSeconds, by what the API server said",
     ["outcome"],
 )
+
+
+def record_phase_change(created: str | None, old: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
+    """A TrainingJob's status moved from ``old`` to ``new``; ``created``: its creationTimestamp."""
+    before, after = old.get("phase"), new.get("phase")
+    if before == after:
+        return
+    TRANSITIONS.labels(before or "New", after or "Pending").inc()
+    if after == "Restarting":
+        reason = next((c["reason"] for c in new.get("conditions", []) if c["type"] == "Restarting"), "Unknown")
+        RESTARTS.labels(reason).inc()
+    if after != "Running":
+        return
+    if created and new.get("restarts", 0) == 0:
+        TIME_TO_RUNNING.observe((now - _parse_time(created)).total_seconds())
+    gang = new.get("gangCreatedTime")
+    if gang:
+        SCHEDULING_WAIT.observe((now - _parse_time(gang)).total_seconds())
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

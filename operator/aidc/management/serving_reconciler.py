@@ -1,4 +1,4 @@
-"""Observe -> decide -> apply for one InferenceService."""
+"""parse -> observe -> decide (pure) -> apply -> report, for one InferenceService."""
 
 from __future__ import annotations
 
@@ -11,14 +11,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from aidc.api import InferenceService, describe_validation_error
-from aidc.api.inferenceservice import InferenceServiceStatus
 from aidc.api.trainingjob import ModelStatus
 from aidc.management import metrics
 from aidc.management.cluster import Cluster, CreationRefusedError
-from aidc.management.conditions import set_condition
-from aidc.management.patching import merge_patch
-from aidc.management.plan import Event
-from aidc.management.serving_decision import DeploymentView, ServingObservation, decide, parse_storage_uri
+from aidc.management.plan import Plan
+from aidc.management.report import report
+from aidc.management.serving_decision import (
+    DeploymentView,
+    ServingObservation,
+    decide,
+    invalid,
+    parse_storage_uri,
+    refused,
+)
 from aidc.management.workers import Memory
 from aidc.settings import OperatorSettings
 
@@ -91,13 +96,22 @@ class ServingReconciler:
     async def _reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
         if body.get("metadata", {}).get("deletionTimestamp"):
             return None, None
-        meta = body["metadata"]
+        status, meta = body.get("status") or {}, body["metadata"]
         try:
             isvc = InferenceService.model_validate(body)
         except ValidationError as error:
-            return await self._write(body, self._invalid(body, describe_validation_error(error))), None
+            metrics.INVALID_SPECS.labels("InferenceService").inc()
+            plan = invalid(status, meta, describe_validation_error(error), datetime.now(UTC))
+            return await report(self.cluster, PLURAL, body, plan), None
         plan = decide(self.observe(isvc))
-        namespace = meta["namespace"]
+        refusal = await self._apply_objects(meta["namespace"], plan)
+        if refusal is not None:
+            plan = refused(status, meta, plan, str(refusal), datetime.now(UTC))
+        memory.phase = (plan.status or status).get("phase")
+        return await report(self.cluster, PLURAL, body, plan), plan.requeue_after
+
+    async def _apply_objects(self, namespace: str, plan: Plan) -> CreationRefusedError | None:
+        """Creates, updates and removes what ``plan`` says, in that order; the first refusal stops it."""
         try:
             for obj in plan.create:
                 await self.cluster.create(obj)
@@ -106,50 +120,5 @@ class ServingReconciler:
             for kind, name in plan.remove:
                 await self.cluster.remove(namespace, kind, name)
         except CreationRefusedError as error:
-            status = InferenceServiceStatus.model_validate(plan.status or body.get("status") or {})
-            conditions = set_condition(
-                list(status.conditions),
-                "Ready",
-                "False",
-                "CreationFailed",
-                str(error),
-                int(meta.get("generation") or 0) or None,
-                datetime.now(UTC),
-            )
-            plan.status = status.model_copy(update={"conditions": conditions, "phase": "Failed"}).to_wire()
-            plan.events.append(Event("Warning", "CreationFailed", str(error)))
-            plan.requeue(30)
-        memory.phase = (plan.status or body.get("status") or {}).get("phase")
-        updated = await self._write(body, plan.status)
-        for event in plan.events:
-            await self.cluster.post_event(body, event)
-        return updated, plan.requeue_after
-
-    async def _write(self, body: dict[str, Any], status: dict[str, Any] | None) -> dict[str, Any] | None:
-        if status is None:
-            return None
-        patch = merge_patch(body.get("status") or {}, status)
-        if not patch:
-            return None
-        meta = body["metadata"]
-        return await self.cluster.patch_status(PLURAL, meta["namespace"], meta["name"], patch)
-
-    def _invalid(self, body: dict[str, Any], problem: str) -> dict[str, Any]:
-        metrics.INVALID_SPECS.labels("InferenceService").inc()
-        try:
-            status = InferenceServiceStatus.model_validate(body.get("status") or {})
-        except ValidationError:
-            status = InferenceServiceStatus()
-        generation = int(body["metadata"].get("generation") or 0) or None
-        conditions = set_condition(
-            list(status.conditions),
-            "Ready",
-            "False",
-            "InvalidSpec",
-            f"invalid spec: {problem}",
-            generation,
-            datetime.now(UTC),
-        )
-        return status.model_copy(
-            update={"phase": "Failed", "conditions": conditions, "observed_generation": generation}
-        ).to_wire()
+            return error
+        return None
