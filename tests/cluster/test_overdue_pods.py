@@ -59,7 +59,7 @@ def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_s
         server = ApiServer(kube.configuration, MAX_REQUESTS)
         # every decided status written at once, so each pass's decision can be read back
         settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
-        reconciler = TrainingReconciler(Cluster(kube, server, MAX_REQUESTS), settings, _indexes({}))
+        reconciler = TrainingReconciler(Cluster(server), settings, _indexes({}))
         memory = Memory()
         statuses = []
         try:
@@ -112,7 +112,7 @@ def test_ranks_the_watch_delivered_late_but_before_the_pass_are_not_asked_about(
         server = ApiServer(kube.configuration, MAX_REQUESTS)
         settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
         delivered_pods: dict[tuple[str, str], list[tuple[str | None, RankPod]]] = {}
-        reconciler = TrainingReconciler(Cluster(kube, server, MAX_REQUESTS), settings, _indexes(delivered_pods))
+        reconciler = TrainingReconciler(Cluster(server), settings, _indexes(delivered_pods))
         memory = Memory()
         try:
             updated, _ = await reconciler.reconcile(body, memory)

@@ -1,10 +1,9 @@
 """Pods the operator created that its watch has not delivered in time: asked about, not presumed lost.
 
-Such a pod is usually there and the watch behind: under a burst the operator's pod watch fell
-more than 30 s behind its own creates, and ranks that existed counted as lost (433 of 1,000
-gangs restarted; benchmarks/operator/RESULTS.md, round 4). A pod the server has stays expected
-for another window; one it has not is no longer expected (lost, or its create never landed).
-When the server cannot be asked, nothing is concluded and the next pass asks again.
+Such a pod is usually there and the watch behind: under a burst the pod watch can fall more than
+30 s behind the operator's own creates (docs/adr/0001-operator-hot-paths.md). A pod the server
+has stays expected for another window; one it has not is no longer expected (lost, or its create
+never landed). When the server cannot be asked, nothing is concluded and the next pass asks again.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-from kubernetes.client.exceptions import ApiException
 
 from aidc import contract
 from aidc.api import TrainingJob
 from aidc.management import metrics
+from aidc.management.apiserver import ApiError
 from aidc.management.cluster import Cluster
 from aidc.management.workers import Memory
 
@@ -43,7 +42,7 @@ async def check_overdue(
     selector = f"{contract.LABEL_JOB_NAME}={job.metadata['name']}"
     try:
         existing = await cluster.owned_pod_names(job.metadata["namespace"], selector, job.metadata["uid"])
-    except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+    except (ApiError, aiohttp.ClientError, TimeoutError) as error:
         log.warning("could not check the overdue pods %s: %s", ", ".join(sorted(overdue)), error)
         return
     seen = delivered()

@@ -1,6 +1,6 @@
 """The composition root: every part of one operator process, built once at start-up.
 
-The settings are read once, before this; the client, the rank pod watch, the reconcilers with
+The settings are read once, before this; the API server's session, the rank pod watch, the reconcilers with
 the indexes they read, the workers and the metrics endpoint are made here and handed to kopf's
 handlers through its ``memo``. Nothing else in the package holds state of the process.
 """
@@ -48,16 +48,13 @@ class Operator:
         await self.server.close()
 
 
-def api_client(settings: OperatorSettings) -> client.ApiClient:
+def api_configuration() -> client.Configuration:
     """The in-cluster identity, else the kubeconfig ``KUBECONFIG`` names now (not at import time)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
-    configuration = client.Configuration.get_default_copy()
-    # one connection per concurrent call: urllib3's default pool of 10 serialises a gang's creation
-    configuration.connection_pool_maxsize = settings.max_concurrent_api_calls
-    return client.ApiClient(configuration)
+    return client.Configuration.get_default_copy()
 
 
 def _count_error(kind: str) -> None:
@@ -66,9 +63,8 @@ def _count_error(kind: str) -> None:
 
 def assemble(settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str, Any]) -> Operator:
     """The operator's parts; ``indexes``: kopf's live indexes by the name of their handler."""
-    api = api_client(settings)
-    server = ApiServer(api.configuration, settings.max_concurrent_api_calls)
-    cluster = Cluster(api, server, settings.max_concurrent_api_calls)
+    server = ApiServer(api_configuration(), settings.max_concurrent_api_calls)
+    cluster = Cluster(server)
 
     def wake_training(key: tuple[str, str]) -> None:
         # the pod watch wakes the workers whose passes read it: they are built just below
