@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from prometheus_client import REGISTRY
 
 from aidc.management.apiserver import ApiServer
 from aidc.management.cluster import Cluster
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import RankPod, rank_pod_from
 from aidc.management.training_reconciler import PodIndex, TrainingIndexes, TrainingReconciler
 from aidc.management.workers import Memory
@@ -32,15 +32,16 @@ pytestmark = pytest.mark.cluster
 TJ = "trainingjobs"
 WINDOW = 1  # expectationSeconds, short so the test need not wait 30 s
 MAX_REQUESTS = OperatorSettings().max_concurrent_api_calls
+METRICS = OperatorMetrics()
 
 
 def overdue(outcome: str) -> float:
-    return REGISTRY.get_sample_value("aidc_operator_overdue_pods_total", {"outcome": outcome}) or 0.0
+    return METRICS.registry.get_sample_value("aidc_operator_overdue_pods_total", {"outcome": outcome}) or 0.0
 
 
 def pod_lists() -> float:
     labels = {"verb": "list", "resource": "pods", "code": "2xx"}
-    return REGISTRY.get_sample_value("aidc_operator_api_requests_total", labels) or 0.0
+    return METRICS.registry.get_sample_value("aidc_operator_api_requests_total", labels) or 0.0
 
 
 def _indexes(pods: PodIndex) -> TrainingIndexes:
@@ -59,7 +60,7 @@ def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_s
         server = ApiServer(kube.configuration, MAX_REQUESTS)
         # every decided status written at once, so each pass's decision can be read back
         settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
-        reconciler = TrainingReconciler(Cluster(server), settings, _indexes({}))
+        reconciler = TrainingReconciler(Cluster(server, METRICS), settings, _indexes({}), METRICS)
         memory = Memory()
         statuses = []
         try:
@@ -112,7 +113,7 @@ def test_ranks_the_watch_delivered_late_but_before_the_pass_are_not_asked_about(
         server = ApiServer(kube.configuration, MAX_REQUESTS)
         settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
         delivered_pods: dict[tuple[str, str], list[tuple[str | None, RankPod]]] = {}
-        reconciler = TrainingReconciler(Cluster(server), settings, _indexes(delivered_pods))
+        reconciler = TrainingReconciler(Cluster(server, METRICS), settings, _indexes(delivered_pods), METRICS)
         memory = Memory()
         try:
             updated, _ = await reconciler.reconcile(body, memory)

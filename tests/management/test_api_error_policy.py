@@ -82,18 +82,19 @@ def test_retry_after_is_honoured_within_bounds() -> None:
 
 def test_a_conflict_on_create_means_it_exists_a_missing_object_on_delete_means_gone() -> None:
     from aidc.management.cluster import Cluster, CreationRefusedError
+    from aidc.management.metrics import OperatorMetrics
     from aidc.management.plan import PodDeletion
 
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ml"}}
 
     async def create(server: ApiServer) -> object:
         try:
-            return await Cluster(server).create(pod)
+            return await Cluster(server, OperatorMetrics()).create(pod)
         except CreationRefusedError as error:
             return error
 
     async def delete(server: ApiServer) -> object:
-        return await Cluster(server).delete_pod("ml", PodDeletion("p"))
+        return await Cluster(server, OperatorMetrics()).delete_pod("ml", PodDeletion("p"))
 
     assert asyncio.run(_serve([(409, {})], create)) == (False, 1)
     assert asyncio.run(_serve([(201, {})], create)) == (True, 1)

@@ -19,8 +19,8 @@ import aiohttp
 
 from aidc.compute.trainer_account import trainer_identity
 from aidc.contract import GROUP, OPERATOR_NAME, VERSION
-from aidc.management import metrics
 from aidc.management.apiserver import ApiError, ApiServer
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import is_owned_by
 from aidc.management.plan import Event, PodDeletion
 
@@ -58,8 +58,9 @@ class CreationRefusedError(Exception):
 class Cluster:
     """The operator's calls to the API server, each one request under one error policy."""
 
-    def __init__(self, server: ApiServer) -> None:
+    def __init__(self, server: ApiServer, metrics: OperatorMetrics) -> None:
         self.server = server
+        self.metrics = metrics
         self._identities: set[str] = set()
         self._identity_tasks: dict[str, asyncio.Future[None]] = {}
 
@@ -70,9 +71,9 @@ class Cluster:
         try:
             answer = await self.server.request(method, path, body, **kw)
         except ApiError as error:
-            metrics.API_REQUESTS.labels(verb, resource, str(error.status)).inc()
+            self.metrics.api_requests.labels(verb, resource, str(error.status)).inc()
             raise
-        metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
+        self.metrics.api_requests.labels(verb, resource, "2xx").inc()
         return answer
 
     async def _delete(self, resource: str, path: str, body: dict[str, Any] | None = None) -> None:

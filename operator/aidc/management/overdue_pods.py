@@ -16,16 +16,21 @@ import aiohttp
 
 from aidc import contract
 from aidc.api import TrainingJob
-from aidc.management import metrics
 from aidc.management.apiserver import ApiError
 from aidc.management.cluster import Cluster
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.workers import Memory
 
 log = logging.getLogger(__name__)
 
 
 async def check_overdue(
-    cluster: Cluster, job: TrainingJob, delivered: Callable[[], set[str]], memory: Memory, window: float
+    cluster: Cluster,
+    job: TrainingJob,
+    delivered: Callable[[], set[str]],
+    memory: Memory,
+    window: float,
+    metrics: OperatorMetrics,
 ) -> None:
     """Settles ``memory.expected`` for pods expected longer than ``window`` seconds.
 
@@ -51,7 +56,7 @@ async def check_overdue(
             memory.expected.pop(name, None)
         elif name in existing:
             memory.expected[name] = now
-            metrics.OVERDUE_PODS.labels("found").inc()
+            metrics.overdue_pods.labels("found").inc()
         else:
             memory.expected.pop(name, None)
-            metrics.OVERDUE_PODS.labels("gone").inc()
+            metrics.overdue_pods.labels("gone").inc()

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from aidc.api import InferenceService, describe_validation_error
 from aidc.api.trainingjob import ModelStatus
-from aidc.management import metrics
 from aidc.management.cluster import Cluster, CreationRefusedError
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.plan import Plan
 from aidc.management.report import report
 from aidc.management.serving_decision import (
@@ -47,10 +47,13 @@ class ServingIndexes:
 class ServingReconciler:
     """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one InferenceService."""
 
-    def __init__(self, cluster: Cluster, settings: OperatorSettings, indexes: ServingIndexes) -> None:
+    def __init__(
+        self, cluster: Cluster, settings: OperatorSettings, indexes: ServingIndexes, metrics: OperatorMetrics
+    ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.indexes = indexes
+        self.metrics = metrics
         # (namespace, TrainingJob) -> InferenceServices serving it, so a new export wakes them
         self.followers: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
@@ -91,7 +94,7 @@ class ServingReconciler:
         try:
             return await self._reconcile(body, memory)
         finally:
-            metrics.RECONCILE_SECONDS.labels("InferenceService").observe(time.monotonic() - started)
+            self.metrics.reconcile_seconds.labels("InferenceService").observe(time.monotonic() - started)
 
     async def _reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
         if body.get("metadata", {}).get("deletionTimestamp"):
@@ -100,7 +103,7 @@ class ServingReconciler:
         try:
             isvc = InferenceService.model_validate(body)
         except ValidationError as error:
-            metrics.INVALID_SPECS.labels("InferenceService").inc()
+            self.metrics.invalid_specs.labels("InferenceService").inc()
             plan = invalid(status, meta, describe_validation_error(error), datetime.now(UTC))
             return await report(self.cluster, PLURAL, body, plan), None
         plan = decide(self.observe(isvc))

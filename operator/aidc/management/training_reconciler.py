@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from aidc.api import TrainingJob, describe_validation_error
 from aidc.compute.scheduling import group_name, pod_group
 from aidc.identity.names import checkpoint_claim_name, rendezvous_service_name
-from aidc.management import metrics
 from aidc.management.cluster import Cluster, CreationRefusedError
 from aidc.management.job_parsing import parse_job
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import RankPod
 from aidc.management.overdue_pods import check_overdue
 from aidc.management.plan import Plan
@@ -50,10 +50,13 @@ class TrainingIndexes:
 class TrainingReconciler:
     """Holds the cluster facade and the watch indexes; ``reconcile`` is one pass for one job."""
 
-    def __init__(self, cluster: Cluster, settings: OperatorSettings, indexes: TrainingIndexes) -> None:
+    def __init__(
+        self, cluster: Cluster, settings: OperatorSettings, indexes: TrainingIndexes, metrics: OperatorMetrics
+    ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.indexes = indexes
+        self.metrics = metrics
 
     def _pods_of(self, job: TrainingJob) -> list[RankPod]:
         meta = job.metadata
@@ -87,7 +90,7 @@ class TrainingReconciler:
         try:
             return await self._reconcile(body, memory)
         finally:
-            metrics.RECONCILE_SECONDS.labels("TrainingJob").observe(time.monotonic() - started)
+            self.metrics.reconcile_seconds.labels("TrainingJob").observe(time.monotonic() - started)
 
     async def _reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
         if body.get("metadata", {}).get("deletionTimestamp"):
@@ -97,12 +100,12 @@ class TrainingReconciler:
             job = parse_job(seen, memory)
         except ValidationError as error:
             memory.unwritten = None
-            metrics.INVALID_SPECS.labels("TrainingJob").inc()
+            self.metrics.invalid_specs.labels("TrainingJob").inc()
             problem = describe_validation_error(error)
             plan = invalid(body.get("status") or {}, body["metadata"], problem, datetime.now(UTC))
             return await report(self.cluster, PLURAL, body, plan), None
         window = self.settings.expectation_seconds
-        await check_overdue(self.cluster, job, lambda: self._delivered(job), memory, window)
+        await check_overdue(self.cluster, job, lambda: self._delivered(job), memory, window, self.metrics)
         plan = decide(self.observe(job, memory))
         refusal = await self._apply_objects(job, plan, memory)
         if refusal is not None:
@@ -160,7 +163,7 @@ class TrainingReconciler:
                 updated = await self.cluster.patch_status(PLURAL, meta["namespace"], meta["name"], patch)
         new = plan.status or seen
         memory.phase = new.get("phase")
-        metrics.record_phase_change(job.metadata.get("creationTimestamp"), seen, new, datetime.now(UTC))
+        self.metrics.record_phase_change(job.metadata.get("creationTimestamp"), seen, new, datetime.now(UTC))
         for event in plan.events:
             await self.cluster.post_event(body, event)
         return updated, wait

@@ -16,9 +16,9 @@ from typing import Any
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from aidc.management import metrics
 from aidc.management.apiserver import ApiServer
 from aidc.management.cluster import Cluster
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.rank_pods import RankPods
 from aidc.management.serving_reconciler import ServingIndexes, ServingReconciler
 from aidc.management.training_reconciler import TrainingIndexes, TrainingReconciler
@@ -33,6 +33,7 @@ class Operator:
     """The parts one operator process holds."""
 
     settings: OperatorSettings
+    metrics: OperatorMetrics
     server: ApiServer
     rank_pods: RankPods
     training: TrainingReconciler
@@ -57,30 +58,31 @@ def api_configuration() -> client.Configuration:
     return client.Configuration.get_default_copy()
 
 
-def _count_error(kind: str) -> None:
-    metrics.RECONCILE_ERRORS.labels(kind).inc()
-
-
 def assemble(settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str, Any]) -> Operator:
     """The operator's parts; ``indexes``: kopf's live indexes by the name of their handler."""
+    metrics = OperatorMetrics()
     server = ApiServer(api_configuration(), settings.max_concurrent_api_calls)
-    cluster = Cluster(server)
+    cluster = Cluster(server, metrics)
+
+    def count_error(kind: str) -> None:
+        metrics.reconcile_errors.labels(kind).inc()
 
     def wake_training(key: tuple[str, str]) -> None:
         # the pod watch wakes the workers whose passes read it: they are built just below
         training_workers.poke(key)
 
-    rank_pods = RankPods(server, clusterwide, wake_training)
+    rank_pods = RankPods(server, clusterwide, wake_training, metrics)
     training = TrainingReconciler(
         cluster,
         settings,
         TrainingIndexes(pods=rank_pods, services=indexes["job_services"], claims=indexes["claims"]),
+        metrics,
     )
     training_workers = Workers(
         "TrainingJob",
         training.reconcile,
         settings.resync_seconds,
-        _count_error,
+        count_error,
         settings.settle_seconds,
         ready=lambda key: rank_pods.ready(key[0]),  # a first pass waits for its namespace's pods
     )
@@ -91,9 +93,9 @@ def assemble(settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str
         training_models=indexes["training_models"],
         claims=indexes["claims"],
     )
-    serving = ServingReconciler(cluster, settings, serving_indexes)
-    serving_workers = Workers("InferenceService", serving.reconcile, settings.resync_seconds, _count_error)
-    return Operator(settings, server, rank_pods, training, training_workers, serving, serving_workers)
+    serving = ServingReconciler(cluster, settings, serving_indexes, metrics)
+    serving_workers = Workers("InferenceService", serving.reconcile, settings.resync_seconds, count_error)
+    return Operator(settings, metrics, server, rank_pods, training, training_workers, serving, serving_workers)
 
 
 def _jobs_in(workers: Workers, phase: str) -> int:
@@ -104,7 +106,6 @@ def serve_metrics(operator: Operator) -> None:
     """Start the metrics endpoint; the jobs-by-phase gauge is counted when Prometheus scrapes,
     not on every event (that was quadratic in a burst)."""
     if operator.settings.metrics_port:
-        start_http_server(operator.settings.metrics_port)
-    metrics.JOBS.clear()
+        start_http_server(operator.settings.metrics_port, registry=operator.metrics.registry)
     for phase in PHASES:
-        metrics.JOBS.labels(phase).set_function(functools.partial(_jobs_in, operator.training_workers, phase))
+        operator.metrics.jobs.labels(phase).set_function(functools.partial(_jobs_in, operator.training_workers, phase))
