@@ -37,10 +37,11 @@ crds: venv  ## regenerate crds/ and the chart's copy from the API models
 crds-check: venv
 	$(BIN)/aidc crds --check
 
-lint: venv  ## ruff and mypy (strict on operator/aidc)
+lint: venv  ## ruff, mypy (strict on operator/aidc and trainer-image/aidc_trainer), the import contracts (layers that point down, see pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	PYTHONPATH=$(CURDIR)/operator:$(CURDIR)/trainer-image $(BIN)/lint-imports
 
 test-unit: venv  ## tests that need nothing built: models, CRDs, decisions, trainer, server
 	$(BIN)/pytest -m "not cluster and not e2e"

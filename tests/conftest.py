@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from aidc_testbed import Testbed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OPERATOR_MODULE = "aidc.management.handlers"
+OPERATOR_MODULE = "aidc.runtime.handlers"
 TEST_NAMESPACE_LABEL = "aidc.io/test"
 
 
@@ -153,7 +153,7 @@ def run_operator(
 
     ``with run_operator(namespace) as runner: ...``; extra kopf CLI arguments may follow as
     ``args=[...]``. The operator talks to the test bed through ``KUBECONFIG``. Tests that use
-    this fixture are skipped while ``aidc.management.handlers`` does not exist.
+    this fixture are skipped while ``aidc.runtime.handlers`` does not exist.
     """
     reason = _operator_missing()
     if reason is not None:

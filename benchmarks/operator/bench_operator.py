@@ -750,7 +750,7 @@ class Bench:
         """The API server's own limit: the burst's pods from a bare client, no operator running."""
         from aidc.api import TrainingJob
         from aidc.compute.gang import gang_pods
-        from aidc.compute.identity import trainer_identity
+        from aidc.compute.trainer_account import trainer_identity
         from aidc.settings import OperatorSettings
 
         args = self.args

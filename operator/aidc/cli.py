@@ -36,12 +36,10 @@ def _crds(args: argparse.Namespace) -> int:
 def _tune_garbage_collection() -> None:
     """Make Python's cyclic garbage collector cheap for a process that holds a fleet in memory.
 
-    Measured in a 150-job burst: a quarter of the operator's CPU went to the collector, mostly to
-    full collections (a quarter of a second each) walking every object the process holds: the
-    imported modules, the client's models, kopf's per-object state and the pod index. Objects that
-    exist at start-up live as long as the process, so they are frozen out of every collection, and
-    the youngest generation is collected every 50,000 allocations instead of 700 (a watch event
-    alone allocates a few hundred objects; cyclic garbage is rare here).
+    Objects that exist at start-up live as long as the process, so they are frozen out of every
+    collection, and the youngest generation is collected every 50,000 allocations instead of 700:
+    a watch event alone allocates a few hundred objects, and cyclic garbage is rare here
+    (docs/adr/0001-operator-hot-paths.md has the measurement).
     """
     import gc
 
@@ -56,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from aidc.management import handlers  # noqa: F401  (registers the handlers)
+    from aidc.runtime import handlers  # noqa: F401  (registers the handlers)
     from aidc.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()
@@ -68,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     _tune_garbage_collection()
     kopf.run(
+        memo=kopf.Memo(settings=settings),  # read once: the start-up handler builds from these
         standalone=args.standalone,
         peering_name=args.peering,
         namespaces=namespaces,

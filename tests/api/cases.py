@@ -10,19 +10,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-TRAINING_JOB: dict[str, Any] = {
-    "apiVersion": "aidc.io/v1alpha1",
-    "kind": "TrainingJob",
-    "metadata": {"name": "ok"},
-    "spec": {"replicas": 2, "trainer": {"task": "classifier"}},
-}
+from tests.factories import inference_service_body, training_job_body
 
-INFERENCE_SERVICE: dict[str, Any] = {
-    "apiVersion": "aidc.io/v1alpha1",
-    "kind": "InferenceService",
-    "metadata": {"name": "ok"},
-    "spec": {"model": {"fromTrainingJob": {"name": "digits"}}},
-}
+TRAINING_JOB: dict[str, Any] = training_job_body("ok")
+INFERENCE_SERVICE: dict[str, Any] = inference_service_body("ok")
 
 
 def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:

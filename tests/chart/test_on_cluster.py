@@ -33,10 +33,11 @@ from tests.chart.rendering import (
     require_helm,
     values_file,
 )
-from tests.cluster.resources import condition_is, create, exit_pod, get, patch_spec, pods, training_job
+from tests.cluster.resources import condition_is, create, exit_pod, get, patch_spec, pods
+from tests.factories import inference_service_body, training_job_body
 
 pytestmark = pytest.mark.cluster
-OPERATOR_MODULE = "aidc.management.handlers"
+OPERATOR_MODULE = "aidc.runtime.handlers"
 SERVING_RECONCILER = "aidc.management.serving_reconciler"
 HEARTBEAT_POLICY = "aidc-trainer-heartbeat"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -239,7 +240,7 @@ def test_the_chart_service_account_runs_a_training_job_to_succeeded(
         installed(testbed, operator_namespace, values) as release,
         operator_as_chart(testbed, kube, operator_namespace, release, values, tmp_path, monkeypatch, caplog),
     ):
-        create(kube, namespace, tj, training_job("rbac", spec))
+        create(kube, namespace, tj, training_job_body("rbac", spec))
         wait_for(lambda: get(kube, namespace, tj, "rbac"), until=lambda j: condition_is(j, "Running"), timeout=60)
         core = client.CoreV1Api(kube)
         assert core.read_namespaced_persistent_volume_claim("rbac-checkpoints", namespace)
@@ -292,15 +293,9 @@ def test_the_chart_service_account_serves_an_inference_service(
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         },
     )
-    isvc = {
-        "apiVersion": "aidc.io/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "digits"},
-        "spec": {
-            "model": {"storageUri": "pvc://models/digits"},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
-        },
-    }
+    isvc = inference_service_body(
+        "digits", {"model": {"storageUri": "pvc://models/digits"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}
+    )
     with (
         installed(testbed, operator_namespace, values) as release,
         operator_as_chart(testbed, kube, operator_namespace, release, values, tmp_path, monkeypatch, caplog),

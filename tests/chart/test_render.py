@@ -99,7 +99,7 @@ def test_namespaced_mode_grants_per_namespace_and_little_cluster_wide() -> None:
 
 def test_the_operator_may_grant_what_it_gives_the_trainer() -> None:
     """RBAC forbids granting what one does not hold: the trainer's Role needs get/patch on pods."""
-    from aidc.compute.identity import trainer_identity
+    from aidc.compute.trainer_account import trainer_identity
 
     trainer_role = next(o for o in trainer_identity("ns") if o["kind"] == "Role")
     for values in ({}, NAMESPACED):

@@ -6,7 +6,7 @@ from typing import Any
 
 from kubernetes import client
 
-GROUP, VERSION = "aidc.io", "v1alpha1"
+from aidc.contract import GROUP, VERSION
 
 
 def create(kube: client.ApiClient, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -27,16 +27,6 @@ def patch_spec(kube: client.ApiClient, namespace: str, plural: str, name: str, s
     client.CustomObjectsApi(kube).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, plural, name, {"spec": spec}
     )
-
-
-def training_job(
-    name: str, spec: dict[str, Any] | None = None, pod_annotations: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """A TrainingJob whose pods kwok runs; ``pod_annotations`` go on every pod (kwok's exit hooks)."""
-    body_spec: dict[str, Any] = {"replicas": 2, "trainer": {"task": "classifier"}, **(spec or {})}
-    if pod_annotations:
-        body_spec.setdefault("podTemplate", {})["annotations"] = dict(pod_annotations)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob", "metadata": {"name": name}, "spec": body_spec}
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cluster.resources import GROUP, VERSION, create, training_job
+from tests.cluster.resources import GROUP, VERSION, create
+from tests.factories import training_job_body
 
 pytestmark = pytest.mark.cluster
 TJ = "trainingjobs"
@@ -84,7 +85,7 @@ def test_a_burst_of_jobs_gets_exactly_its_ranks_once_and_runs(
         with ThreadPoolExecutor(16) as pool:
             list(
                 pool.map(
-                    lambda item: create(kube, namespace, TJ, training_job(item[0], {"replicas": item[1]})),
+                    lambda item: create(kube, namespace, TJ, training_job_body(item[0], {"replicas": item[1]})),
                     names.items(),
                 )
             )

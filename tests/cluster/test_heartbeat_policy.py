@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from aidc.compute.identity import TRAINER_SERVICE_ACCOUNT, trainer_identity
+from aidc.compute.trainer_account import TRAINER_SERVICE_ACCOUNT, trainer_identity
 
 pytestmark = pytest.mark.cluster
 POLICY = Path(__file__).resolve().parents[2] / "charts" / "aidc-operator" / "templates" / "heartbeat-policy.yaml"

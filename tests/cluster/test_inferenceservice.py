@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cluster.resources import annotate_pod, condition, condition_is, create, get, training_job
+from tests.cluster.resources import annotate_pod, condition, condition_is, create, get
+from tests.factories import inference_service_body, training_job_body
 
 pytestmark = pytest.mark.cluster
 ISVC = "inferenceservices"
@@ -23,10 +24,6 @@ ISVC = "inferenceservices"
 def _quiet_operator(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIDC_METRICS_PORT", "0")
     monkeypatch.setenv("AIDC_RESYNC_SECONDS", "5")
-
-
-def inference_service(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "aidc.io/v1alpha1", "kind": "InferenceService", "metadata": {"name": name}, "spec": spec}
 
 
 def create_models_claim(core: client.CoreV1Api, namespace: str) -> None:
@@ -51,8 +48,12 @@ def test_serves_a_training_jobs_export_and_rolls_out_a_new_one(
 ) -> None:
     apps = client.AppsV1Api(kube)
     with run_operator(namespace):
-        create(kube, namespace, "trainingjobs", training_job("digits", {"storage": {"checkpoints": {"size": "1Gi"}}}))
-        create(kube, namespace, ISVC, inference_service("digits", {"model": {"fromTrainingJob": {"name": "digits"}}}))
+        create(
+            kube, namespace, "trainingjobs", training_job_body("digits", {"storage": {"checkpoints": {"size": "1Gi"}}})
+        )
+        create(
+            kube, namespace, ISVC, inference_service_body("digits", {"model": {"fromTrainingJob": {"name": "digits"}}})
+        )
         waiting = wait_for(
             lambda: get(kube, namespace, ISVC, "digits"),
             until=lambda s: (s.get("status") or {}).get("phase") == "ModelNotReady",
@@ -101,7 +102,7 @@ def test_crash_looping_servers_are_not_ready(
     crash = {"aidc.io/kwok-exit-code": "1", "aidc.io/kwok-exit-after": "1s"}
     spec = {"model": {"storageUri": "pvc://models/mnist"}, "podTemplate": {"annotations": crash}}
     with run_operator(namespace):
-        create(kube, namespace, ISVC, inference_service("broken", spec))
+        create(kube, namespace, ISVC, inference_service_body("broken", spec))
         wait_for(
             lambda: core.list_namespaced_pod(namespace, label_selector="aidc.io/inference-service=broken").items,
             until=lambda pods: any(
@@ -128,7 +129,7 @@ def test_storage_uri_on_a_missing_claim_waits_with_a_reason(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     with run_operator(namespace):
-        create(kube, namespace, ISVC, inference_service("nowhere", {"model": {"storageUri": "pvc://absent/m"}}))
+        create(kube, namespace, ISVC, inference_service_body("nowhere", {"model": {"storageUri": "pvc://absent/m"}}))
         status = wait_for(
             lambda: get(kube, namespace, ISVC, "nowhere"),
             until=lambda s: (condition(s, "ModelResolved") or {}).get("reason") == "ClaimNotFound",
@@ -143,7 +144,7 @@ def test_autoscaling_makes_an_hpa(
     create_models_claim(core, namespace)
     spec = {"model": {"storageUri": "pvc://models/mnist"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
     with run_operator(namespace):
-        create(kube, namespace, ISVC, inference_service("elastic", spec))
+        create(kube, namespace, ISVC, inference_service_body("elastic", spec))
         hpa = wait_for(
             lambda: client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler("elastic", namespace),
             ignore=(client.ApiException,),

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cluster.resources import condition_is, create, exit_pod, get, pods, training_job
+from tests.cluster.resources import condition_is, create, exit_pod, get, pods
+from tests.factories import training_job_body
 
 pytestmark = pytest.mark.cluster
 
@@ -48,7 +49,7 @@ def test_operator_process_serves_liveness_and_metrics(
     wait_for: Callable[..., Any],
 ) -> None:
     wait_for(lambda: _get(operator_process["health"], "/healthz")[0] == 200, ignore=(OSError,), timeout=30)
-    create(kube, namespace, "trainingjobs", training_job("metered", {"replicas": 2}))
+    create(kube, namespace, "trainingjobs", training_job_body("metered", {"replicas": 2}))
     wait_for(
         lambda: get(kube, namespace, "trainingjobs", "metered"), until=lambda j: condition_is(j, "Running"), timeout=60
     )

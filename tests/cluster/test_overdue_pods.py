@@ -17,43 +17,50 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from prometheus_client import REGISTRY
 
 from aidc.management.apiserver import ApiServer
 from aidc.management.cluster import Cluster
-from aidc.management.observe import rank_pod_from
-from aidc.management.training_reconciler import TrainingReconciler
+from aidc.management.metrics import OperatorMetrics
+from aidc.management.observe import RankPod, rank_pod_from
+from aidc.management.training_reconciler import PodIndex, TrainingIndexes, TrainingReconciler
 from aidc.management.workers import Memory
 from aidc.settings import OperatorSettings
-from tests.cluster.resources import create, pods, training_job
+from tests.cluster.resources import create, pods
+from tests.factories import training_job_body
 
 pytestmark = pytest.mark.cluster
 TJ = "trainingjobs"
 WINDOW = 1  # expectationSeconds, short so the test need not wait 30 s
+MAX_REQUESTS = OperatorSettings().max_concurrent_api_calls
+METRICS = OperatorMetrics()
 
 
 def overdue(outcome: str) -> float:
-    return REGISTRY.get_sample_value("aidc_operator_overdue_pods_total", {"outcome": outcome}) or 0.0
+    return METRICS.registry.get_sample_value("aidc_operator_overdue_pods_total", {"outcome": outcome}) or 0.0
 
 
 def pod_lists() -> float:
     labels = {"verb": "list", "resource": "pods", "code": "2xx"}
-    return REGISTRY.get_sample_value("aidc_operator_api_requests_total", labels) or 0.0
+    return METRICS.registry.get_sample_value("aidc_operator_api_requests_total", labels) or 0.0
+
+
+def _indexes(pods: PodIndex) -> TrainingIndexes:
+    """A pod watch that delivers what the test says, no Service, no claim: the watch lags."""
+    return TrainingIndexes(pods=pods, services={}, claims={})
 
 
 def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_says_so(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, wait_for: Callable[..., Any]
 ) -> None:
-    body = create(kube, namespace, TJ, training_job("lag", {"replicas": 2}))
+    body = create(kube, namespace, TJ, training_job_body("lag", {"replicas": 2}))
     core = client.CoreV1Api(kube)
     found, gone = overdue("found"), overdue("gone")
 
     async def scenario() -> list[dict[str, Any]]:
-        server = ApiServer(kube.configuration)
+        server = ApiServer(kube.configuration, MAX_REQUESTS)
         # every decided status written at once, so each pass's decision can be read back
-        reconciler = TrainingReconciler(
-            Cluster(kube, server), OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
-        )
+        settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
+        reconciler = TrainingReconciler(Cluster(server, METRICS), settings, _indexes({}), METRICS)
         memory = Memory()
         statuses = []
         try:
@@ -99,13 +106,14 @@ def test_ranks_the_watch_delivered_late_but_before_the_pass_are_not_asked_about(
 ) -> None:
     """The watch delivered the ranks more than ``expectationSeconds`` after their creation, but
     before the next pass: that pass has nothing to ask the API server."""
-    body = create(kube, namespace, TJ, training_job("late", {"replicas": 2}))
+    body = create(kube, namespace, TJ, training_job_body("late", {"replicas": 2}))
     core = client.CoreV1Api(kube)
 
     async def scenario() -> tuple[float, dict[str, float]]:
-        server = ApiServer(kube.configuration)
+        server = ApiServer(kube.configuration, MAX_REQUESTS)
         settings = OperatorSettings(expectation_seconds=WINDOW, status_batch_seconds=0)
-        reconciler = TrainingReconciler(Cluster(kube, server), settings)
+        delivered_pods: dict[tuple[str, str], list[tuple[str | None, RankPod]]] = {}
+        reconciler = TrainingReconciler(Cluster(server, METRICS), settings, _indexes(delivered_pods), METRICS)
         memory = Memory()
         try:
             updated, _ = await reconciler.reconcile(body, memory)
@@ -113,7 +121,7 @@ def test_ranks_the_watch_delivered_late_but_before_the_pass_are_not_asked_about(
             # the watch delivers both ranks now, late
             listed = core.list_namespaced_pod(namespace, label_selector="aidc.io/job-name=late")
             delivered = [rank_pod_from(kube.sanitize_for_serialization(p)) for p in listed.items]
-            reconciler.pods = {(namespace, "late"): [(body["metadata"]["uid"], p) for p in delivered if p]}
+            delivered_pods[(namespace, "late")] = [(body["metadata"]["uid"], p) for p in delivered if p]
             before = pod_lists()
             await reconciler.reconcile(updated or body, memory)
             return pod_lists() - before, dict(memory.expected)

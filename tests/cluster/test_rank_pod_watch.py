@@ -12,12 +12,15 @@ from collections.abc import Callable
 
 import pytest
 from kubernetes import client
-from prometheus_client import REGISTRY
 
 from aidc import contract
 from aidc.management.apiserver import ApiServer
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.rank_pods import RankPods
+from aidc.settings import OperatorSettings
 
+MAX_REQUESTS = OperatorSettings().max_concurrent_api_calls
+METRICS = OperatorMetrics()
 pytestmark = pytest.mark.cluster
 
 
@@ -52,14 +55,14 @@ def test_list_then_watch_keeps_every_gang_current_and_wakes_it(
         return sorted(pod.name for _, pod in pods.get(key, ()))
 
     def counted(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(f"aidc_operator_{name}_total", labels) or 0.0
+        return METRICS.registry.get_sample_value(f"aidc_operator_{name}_total", labels) or 0.0
 
     lists, deletions = counted("pod_lists", reason="start"), counted("pod_events", type="DELETED")
 
     async def scenario() -> None:
         woken: list[tuple[str, str]] = []
-        server = ApiServer(kube.configuration)
-        pods = RankPods(server, clusterwide, woken.append)
+        server = ApiServer(kube.configuration, MAX_REQUESTS)
+        pods = RankPods(server, clusterwide, woken.append, METRICS)
         try:
             await asyncio.wait_for(pods.ready(namespace), timeout=30)
             # the first list, before ready returned
@@ -96,11 +99,11 @@ def test_a_released_namespace_stops_its_watch_and_a_later_job_lists_it_again(
     key = (namespace, "j")
 
     def lists() -> float:
-        return REGISTRY.get_sample_value("aidc_operator_pod_lists_total", {"reason": "start"}) or 0.0
+        return METRICS.registry.get_sample_value("aidc_operator_pod_lists_total", {"reason": "start"}) or 0.0
 
     async def scenario() -> tuple[set[str], set[str], bool]:
-        server = ApiServer(kube.configuration)
-        pods = RankPods(server, False, lambda key: None)
+        server = ApiServer(kube.configuration, MAX_REQUESTS)
+        pods = RankPods(server, False, lambda key: None, METRICS)
         try:
             await asyncio.wait_for(pods.ready(namespace), timeout=30)
             watched = pods.scopes

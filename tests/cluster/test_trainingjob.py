@@ -18,8 +18,8 @@ from tests.cluster.resources import (
     get,
     patch_spec,
     pods,
-    training_job,
 )
+from tests.factories import training_job_body
 
 pytestmark = pytest.mark.cluster
 TJ = "trainingjobs"
@@ -45,7 +45,7 @@ def test_gang_is_created_as_designed_and_succeeds(
 ) -> None:
     spec = {"resources": {"gpus": 8, "cpu": "2", "memory": "4Gi"}, "storage": {"checkpoints": {"size": "1Gi"}}}
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("gang", spec))
+        create(kube, namespace, TJ, training_job_body("gang", spec))
         made = wait_for(lambda: pods(kube, namespace, "gang"), until=lambda p: len(p) == 2, message="2 rank pods")
         service = client.CoreV1Api(kube).read_namespaced_service("gang-gang", namespace)
         assert service.spec.cluster_ip == "None" and service.spec.publish_not_ready_addresses
@@ -86,7 +86,7 @@ def test_a_preempted_rank_restarts_the_whole_gang_and_a_bad_exit_fails_it(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("pre", {"failurePolicy": {"backoffSeconds": 1}}))
+        create(kube, namespace, TJ, training_job_body("pre", {"failurePolicy": {"backoffSeconds": 1}}))
         wait_for(lambda: get(kube, namespace, TJ, "pre"), until=lambda j: condition_is(j, "Running"), timeout=60)
         first = {p.metadata.name: p.metadata.uid for p in pods(kube, namespace, "pre")}
         exit_pod(kube, namespace, "pre-1", 143)
@@ -118,7 +118,9 @@ def test_backoff_limit_ends_a_crashing_job(
             kube,
             namespace,
             TJ,
-            training_job("crash", spec, {"aidc.io/kwok-exit-code": "137", "aidc.io/kwok-exit-after": "1s"}),
+            training_job_body(
+                "crash", spec, pod_annotations={"aidc.io/kwok-exit-code": "137", "aidc.io/kwok-exit-after": "1s"}
+            ),
         )
         failed = wait_for(
             lambda: get(kube, namespace, TJ, "crash"), until=lambda j: condition_is(j, "Failed"), timeout=90
@@ -132,7 +134,7 @@ def test_an_unschedulable_gang_reports_the_scheduler_and_fails_by_policy(
 ) -> None:
     spec = {"resources": {"gpus": 9}, "schedulingPolicy": {"scheduleTimeoutSeconds": 8, "onScheduleTimeout": "Fail"}}
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("huge", spec))
+        create(kube, namespace, TJ, training_job_body("huge", spec))
         waiting = wait_for(
             lambda: get(kube, namespace, TJ, "huge"),
             until=lambda j: (
@@ -157,7 +159,7 @@ def test_suspend_deletes_the_gang_and_resume_recreates_it(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("nap"))
+        create(kube, namespace, TJ, training_job_body("nap"))
         wait_for(lambda: get(kube, namespace, TJ, "nap"), until=lambda j: condition_is(j, "Running"), timeout=60)
         patch_spec(kube, namespace, TJ, "nap", {"runPolicy": {"suspend": True}})
         wait_for(lambda: get(kube, namespace, TJ, "nap"), until=lambda j: j["status"]["phase"] == "Suspended")
@@ -174,7 +176,7 @@ def test_deadline_and_ttl(
 ) -> None:
     spec = {"runPolicy": {"activeDeadlineSeconds": 2, "ttlSecondsAfterFinished": 2}}
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("late", spec))
+        create(kube, namespace, TJ, training_job_body("late", spec))
         failed = wait_for(
             lambda: get(kube, namespace, TJ, "late"), until=lambda j: condition_is(j, "Failed"), timeout=60
         )
@@ -203,7 +205,7 @@ def test_a_hand_made_pod_with_our_labels_is_ignored(
     }
     client.CoreV1Api(kube).create_namespaced_pod(namespace, intruder)
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("solo", {"replicas": 1}))
+        create(kube, namespace, TJ, training_job_body("solo", {"replicas": 1}))
         job = wait_for(lambda: get(kube, namespace, TJ, "solo"), until=lambda j: condition_is(j, "Running"), timeout=60)
         assert job["status"]["replicaCounts"]["desired"] == 1 and job["status"]["ready"] == "1/1"
         intruder_now = client.CoreV1Api(kube).read_namespaced_pod("solo-1", namespace)
@@ -214,7 +216,7 @@ def test_operator_restarts_without_duplicates_or_lost_jobs(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("phoenix", {"replicas": 4}))
+        create(kube, namespace, TJ, training_job_body("phoenix", {"replicas": 4}))
         wait_for(lambda: pods(kube, namespace, "phoenix"), until=lambda p: len(p) == 4)
         # the operator has recorded the gang (before that, a rank gone while it is down cannot be
         # told from one never created, and is created again: the decision tables cover that case)
@@ -222,7 +224,7 @@ def test_operator_restarts_without_duplicates_or_lost_jobs(
     # while no operator runs, a rank is lost
     client.CoreV1Api(kube).delete_namespaced_pod("phoenix-2", namespace, grace_period_seconds=0)
     wait_for(lambda: pods(kube, namespace, "phoenix"), until=lambda p: len(p) == 3)
-    create(kube, namespace, TJ, training_job("late-arrival", {"replicas": 2}))
+    create(kube, namespace, TJ, training_job_body("late-arrival", {"replicas": 2}))
     with run_operator(namespace):
         # the lost rank fails the gang: it is replaced as a whole, once
         for name, replicas, restarts in (("phoenix", 4, 1), ("late-arrival", 2, 0)):
@@ -249,7 +251,7 @@ def test_a_gang_the_quota_refuses_in_part_is_completed_not_restarted(
     # the quota admits nothing until the controller manager has counted what it covers
     wait_for(lambda: core.read_namespaced_resource_quota("pods", namespace).status.hard, message="quota counted")
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("quota", {"replicas": 4}))
+        create(kube, namespace, TJ, training_job_body("quota", {"replicas": 4}))
         refused = wait_for(
             lambda: get(kube, namespace, TJ, "quota"),
             until=lambda j: (condition(j, "Scheduled") or {}).get("reason") == "CreationFailed",
@@ -274,7 +276,7 @@ def test_operator_writes_status_only(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     with run_operator(namespace):
-        created = create(kube, namespace, TJ, training_job("gitops"))
+        created = create(kube, namespace, TJ, training_job_body("gitops"))
         wait_for(lambda: get(kube, namespace, TJ, "gitops"), until=lambda j: condition_is(j, "Running"), timeout=60)
         now = get(kube, namespace, TJ, "gitops")
     assert now["spec"] == created["spec"] and now["metadata"]["generation"] == created["metadata"]["generation"]
@@ -297,13 +299,16 @@ def test_gang_scheduler_objects_are_accepted(
             kube,
             namespace,
             TJ,
-            training_job(
+            training_job_body(
                 "vol", {"resources": {"gpus": 8}, "schedulingPolicy": {"gangScheduler": "Volcano", "queue": "q"}}
             ),
         )
-        create(kube, namespace, TJ, training_job("cos", {"schedulingPolicy": {"gangScheduler": "Coscheduling"}}))
+        create(kube, namespace, TJ, training_job_body("cos", {"schedulingPolicy": {"gangScheduler": "Coscheduling"}}))
         create(
-            kube, namespace, TJ, training_job("kue", {"schedulingPolicy": {"gangScheduler": "Kueue", "queue": "lq"}})
+            kube,
+            namespace,
+            TJ,
+            training_job_body("kue", {"schedulingPolicy": {"gangScheduler": "Kueue", "queue": "lq"}}),
         )
         custom = client.CustomObjectsApi(kube)
         volcano = wait_for(
@@ -338,7 +343,7 @@ def test_heartbeat_annotation_lands_in_status(
     import json
 
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("beat", {"storage": {"checkpoints": {"size": "1Gi"}}}))
+        create(kube, namespace, TJ, training_job_body("beat", {"storage": {"checkpoints": {"size": "1Gi"}}}))
         wait_for(lambda: get(kube, namespace, TJ, "beat"), until=lambda j: condition_is(j, "Running"), timeout=60)
         beat = {
             "step": 30,
@@ -363,7 +368,7 @@ def test_a_spec_the_api_server_admits_but_the_operator_cannot_use_becomes_a_cond
 ) -> None:
     bad = {"replicas": 1, "podTemplate": {"spec": {"restartPolicy": "Always"}}}
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("odd", bad))
+        create(kube, namespace, TJ, training_job_body("odd", bad))
         failed = wait_for(
             lambda: get(kube, namespace, TJ, "odd"),
             until=lambda j: condition_is(j, "Failed", "InvalidSpec"),
@@ -398,7 +403,7 @@ def test_a_lost_node_restarts_the_gang_elsewhere(
     # whole-node ranks, so the lost node's GPUs cannot host the new gang
     spec = {"resources": {"gpus": 8}, "failurePolicy": {"backoffSeconds": 1}}
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("node", spec))
+        create(kube, namespace, TJ, training_job_body("node", spec))
         wait_for(lambda: get(kube, namespace, TJ, "node"), until=lambda j: condition_is(j, "Running"), timeout=60)
         lost = next(p.spec.node_name for p in pods(kube, namespace, "node") if p.metadata.name == "node-1")
         testbed.fail_node(lost)

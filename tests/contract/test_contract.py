@@ -1,29 +1,26 @@
 """The operator and the trainer image each keep a copy of what they agree on; the copies match.
 
 ``aidc.contract`` (operator) and ``aidc_trainer.contract`` (trainer image) are plain Python
-files with no dependencies, so both import here without kopf or torch. Every name the trainer
-declares must exist on the operator's side with the same value, and every name the operator
-declares in the shared families (environment, annotation, labels, layout, heartbeat, exit codes,
-ports) must exist in the trainer's copy: a variable the operator injects and the trainer never
-heard of is drift too.
+files with no dependencies, so both import here without kopf or torch. Below their docstrings
+the two files are the same text. Every name the trainer declares must exist on the operator's
+side with the same value, and every name the operator declares in the shared families
+(environment, annotation, labels, layout, heartbeat, exit codes, ports) must exist in the
+trainer's copy: a variable the operator injects and the trainer never heard of is drift too.
+Every variable the operator puts into a rank's or a model server's environment is a contract
+name, and the server reads each one it is given.
 """
 
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT / "operator", ROOT / "trainer-image"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from aidc import contract as operator_contract  # noqa: E402
-from aidc_trainer import contract as trainer_contract  # noqa: E402
+from aidc import contract as operator_contract
+from aidc_trainer import contract as trainer_contract
 
 SHARED_PREFIXES = ("ENV_", "LABEL_", "ANNOTATION_", "CHECKPOINT_", "EXPORT_", "MODEL_", "EXIT_", "HEARTBEAT_")
 SHARED_NAMES = (
@@ -40,6 +37,18 @@ def constants(module: ModuleType) -> dict[str, object]:
     return {name: getattr(module, name) for name in dir(module) if name.isupper() and not name.startswith("_")}
 
 
+def _below_docstring(module: ModuleType) -> str:
+    text = Path(module.__file__ or "").read_text()
+    docstring = ast.parse(text).body[0]
+    assert isinstance(docstring, ast.Expr) and isinstance(docstring.value, ast.Constant)
+    return "".join(text.splitlines(keepends=True)[docstring.end_lineno or 0 :])
+
+
+def test_both_copies_are_the_same_text_below_their_docstrings() -> None:
+    """Comments travel with the names: a copy edited on one side only fails here, not in a pod."""
+    assert _below_docstring(operator_contract) == _below_docstring(trainer_contract)
+
+
 def test_every_trainer_constant_matches_the_operator() -> None:
     operator, trainer = constants(operator_contract), constants(trainer_contract)
     missing = sorted(set(trainer) - set(operator))
@@ -53,6 +62,75 @@ def test_the_trainer_knows_every_shared_operator_constant() -> None:
     missing = sorted(shared - set(constants(trainer_contract)))
     assert not missing, f"the operator declares shared names the trainer copy lacks: {missing}"
     assert len(shared) > 40  # the families above really matched something
+
+
+def _env_values() -> set[str]:
+    return {str(value) for name, value in constants(operator_contract).items() if name.startswith("ENV_")}
+
+
+def test_the_api_models_carry_the_contract_api_version() -> None:
+    pytest.importorskip("pydantic")
+    from aidc.api import InferenceService, TrainingJob
+
+    for model in (TrainingJob, InferenceService):
+        assert model.model_fields["api_version"].default == operator_contract.API_VERSION
+
+
+def test_every_variable_of_a_rank_is_a_contract_name() -> None:
+    pytest.importorskip("pydantic")
+    from aidc.compute.gang import gang_pods
+    from aidc.settings import OperatorSettings
+    from tests.factories import training_job
+
+    job = training_job(
+        spec={"procsPerReplica": 2, "storage": {"checkpoints": {"size": "1Gi"}, "data": {"claimName": "d"}}}
+    )
+    for pod in gang_pods(job, 0, OperatorSettings()):
+        names = {item["name"] for item in pod["spec"]["containers"][0]["env"]}
+        assert names - _env_values() == set()
+        assert set(operator_contract.TORCHRUN_ENV) <= names
+
+
+def _served_environment() -> dict[str, Any]:
+    from aidc.api.inferenceservice import ServedModel
+    from aidc.compute.serving import serving_deployment
+    from aidc.settings import OperatorSettings
+    from tests.factories import inference_service
+
+    isvc = inference_service(
+        spec={
+            "batching": {"maxBatchSize": 7, "maxDelayMs": 3},
+            "maxRequestBytes": 65536,
+            "model": {"fromTrainingJob": {"name": "digits"}, "name": "digits-v1"},
+        }
+    )
+    model = ServedModel(uri="pvc://claim/folder", claim_name="claim", path="folder")
+    deployment = serving_deployment(isvc, model, OperatorSettings())
+    return {item["name"]: item["value"] for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_every_variable_of_a_model_server_is_a_contract_name_the_server_reads() -> None:
+    """The serving pod's environment is the only way the InferenceService's batching reaches the server."""
+    pytest.importorskip("pydantic")
+    from aidc_trainer.serving.settings import parse_settings
+
+    env = _served_environment()
+    assert set(env) - _env_values() == set()
+    settings = parse_settings([], env)
+    c = operator_contract
+    read = (
+        c.ENV_MODEL_DIR,
+        c.ENV_MODEL_NAME,
+        c.ENV_HTTP_PORT,
+        c.ENV_MAX_BATCH_SIZE,
+        c.ENV_MAX_DELAY_MS,
+        c.ENV_MAX_REQUEST_BYTES,
+    )
+    assert set(env) - set(read) == {c.ENV_PYTHON_UNBUFFERED}
+    assert settings.model_dir == Path(env[c.ENV_MODEL_DIR])
+    assert settings.port == int(env[c.ENV_HTTP_PORT])
+    assert settings.max_request_bytes == int(env[c.ENV_MAX_REQUEST_BYTES]) == 65536
+    assert (settings.model_name, settings.max_batch_size, settings.max_delay_ms) == ("digits-v1", 7, 3.0)
 
 
 @pytest.mark.parametrize("module", [operator_contract, trainer_contract], ids=["operator", "trainer"])

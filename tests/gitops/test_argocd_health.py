@@ -10,30 +10,13 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.cluster.resources import condition_is, create, exit_pod, get, patch_spec, pods, training_job
+from tests.cluster.resources import condition_is, create, exit_pod, get, patch_spec, pods
+from tests.factories import inference_service_body, status_only, training_job_body
 from tests.gitops.health import HEALTH_CHECKS, health, script_for
 
 
 def _condition(type_: str, status: str = "True", message: str = "", generation: int = 1) -> dict[str, Any]:
     return {"type": type_, "status": status, "reason": "Test", "message": message, "observedGeneration": generation}
-
-
-def _job(status: dict[str, Any] | None) -> dict[str, Any]:
-    obj: dict[str, Any] = {"apiVersion": "aidc.io/v1alpha1", "kind": "TrainingJob", "metadata": {"generation": 1}}
-    if status is not None:
-        obj["status"] = status
-    return obj
-
-
-def _service(status: dict[str, Any] | None, generation: int = 1) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "apiVersion": "aidc.io/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"generation": generation},
-    }
-    if status is not None:
-        obj["status"] = status
-    return obj
 
 
 @pytest.mark.parametrize(
@@ -55,7 +38,7 @@ def _service(status: dict[str, Any] | None, generation: int = 1) -> dict[str, An
     ],
 )  # fmt: skip
 def test_training_job_health(status: dict[str, Any] | None, expected: str, message: str) -> None:
-    hs = health(_job(status))
+    hs = health(status_only("TrainingJob", status))
     assert hs["status"] == expected
     assert message in hs["message"]
 
@@ -78,7 +61,7 @@ def test_training_job_health(status: dict[str, Any] | None, expected: str, messa
     ],
 )  # fmt: skip
 def test_inference_service_health(status: dict[str, Any] | None, generation: int, expected: str, message: str) -> None:
-    hs = health(_service(status, generation))
+    hs = health(status_only("InferenceService", status, generation))
     assert hs["status"] == expected
     assert message in hs["message"]
 
@@ -99,9 +82,9 @@ def test_health_of_the_statuses_the_operator_writes(
 ) -> None:
     observed: dict[str, str] = {}
     with run_operator(namespace):
-        create(kube, namespace, TJ, training_job("good", {"replicas": 2}))
-        create(kube, namespace, TJ, training_job("bad", {"replicas": 1}))
-        create(kube, namespace, TJ, training_job("nap", {"replicas": 1}))
+        create(kube, namespace, TJ, training_job_body("good", {"replicas": 2}))
+        create(kube, namespace, TJ, training_job_body("bad", {"replicas": 1}))
+        create(kube, namespace, TJ, training_job_body("nap", {"replicas": 1}))
         for name in ("good", "bad", "nap"):
             running = wait_for(
                 lambda name=name: get(kube, namespace, TJ, name), until=lambda j: condition_is(j, "Running"), timeout=60
@@ -135,12 +118,7 @@ def test_health_of_a_served_model(
     kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
 ) -> None:
     """An InferenceService on a claim that does not exist stays Progressing; with the model it is Healthy."""
-    isvc = {
-        "apiVersion": "aidc.io/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "digits"},
-        "spec": {"model": {"storageUri": "pvc://models/digits"}},
-    }
+    isvc = inference_service_body("digits", {"model": {"storageUri": "pvc://models/digits"}})
     with run_operator(namespace):
         create(kube, namespace, "inferenceservices", isvc)
         waiting = wait_for(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aidc.compute.identity import trainer_identity
+from aidc.compute.trainer_account import trainer_identity
 from aidc.management.cluster import _PLURALS, _path
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from aidc.management.training_reconciler import _parse
+from aidc.management.job_parsing import parse_spec_once as _parse
 from aidc.management.workers import Memory
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trainingjob-digits-cpu.yaml"

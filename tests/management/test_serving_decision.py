@@ -9,10 +9,12 @@ import pytest
 
 from aidc.api import InferenceService
 from aidc.api.trainingjob import ModelStatus
-from aidc.compute.serving import ANNOTATION_SPEC_HASH, serving_deployment, startup_failure_threshold
+from aidc.compute.serving import serving_deployment, startup_failure_threshold
+from aidc.contract import ANNOTATION_SPEC_HASH
 from aidc.management.plan import Plan
-from aidc.management.serving_decision import DeploymentView, ServingObservation, decide
+from aidc.management.serving_decision import DeploymentView, ServingObservation, decide, invalid, refused
 from aidc.settings import OperatorSettings
+from tests.factories import inference_service as isvc
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 EXPORTED = ModelStatus(
@@ -20,18 +22,9 @@ EXPORTED = ModelStatus(
 )
 
 
-def isvc(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> InferenceService:
-    body: dict[str, Any] = {
-        "metadata": {"name": "digits", "namespace": "ml", "uid": "u-2", "generation": 1},
-        "spec": {"model": {"fromTrainingJob": {"name": "digits"}}, **(spec or {})},
-    }
-    if status is not None:
-        body["status"] = status
-    return InferenceService.model_validate(body)
-
-
 def run(service: InferenceService, **obs: Any) -> Plan:
     obs.setdefault("service_exists", True)
+    obs.setdefault("settings", OperatorSettings())
     return decide(ServingObservation(isvc=service, now=NOW, **obs))
 
 
@@ -144,3 +137,18 @@ def test_startup_probe_grows_with_the_model() -> None:
     small, large = _model("pvc://c/p"), _model("pvc://c/p").model_copy(update={"size_bytes": 30 * 2**30})
     assert startup_failure_threshold(small) == 12
     assert startup_failure_threshold(large) > 100
+
+
+def test_a_refused_object_fails_the_service_with_the_reason() -> None:
+    plan = run(isvc(), training_job_exists=True, training_job_model=EXPORTED, service_exists=False)
+    answer = refused({}, {"generation": 1}, plan, "creating Deployment digits was refused (403): denied", NOW)
+    assert answer.status is not None and answer.status["phase"] == "Failed"
+    assert conditions(answer)["Ready"] == ("False", "CreationFailed")
+    assert [(e.type, e.reason) for e in answer.events][-1] == ("Warning", "CreationFailed")
+    assert answer.requeue_after == 30
+
+
+def test_an_unusable_spec_fails_the_service() -> None:
+    plan = invalid({"phase": "Ready"}, {"generation": 2}, "spec.model: set one", NOW)
+    assert plan.status is not None and (plan.status["phase"], plan.status["observedGeneration"]) == ("Failed", 2)
+    assert conditions(plan)["Ready"] == ("False", "InvalidSpec")

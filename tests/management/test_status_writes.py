@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aidc.management.training_reconciler import write_at_once
+from aidc.management.status_batching import write_at_once
 
 CREATED = "2026-11-29T12:00:00Z"
 PENDING: dict[str, Any] = {"phase": "Pending", "gangAttempt": 0, "gangCreatedTime": CREATED, "ready": "0/8"}

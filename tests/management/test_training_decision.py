@@ -10,19 +10,12 @@ import pytest
 from aidc.api import TrainingJob
 from aidc.management.observe import RankPod
 from aidc.management.plan import Plan
-from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide
+from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide, invalid, refused
+from aidc.settings import OperatorSettings
+from tests.factories import training_job as job
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None, **meta: Any) -> TrainingJob:
-    body: dict[str, Any] = {
-        "metadata": {"name": "mnist", "namespace": "ml", "uid": "u-1", "generation": 1, **meta},
-        "spec": {"replicas": 2, "trainer": {"task": "classifier"}, **(spec or {})},
-    }
-    if status is not None:
-        body["status"] = status
-    return TrainingJob.model_validate(body)
+SETTINGS = OperatorSettings()
 
 
 def pod(rank: int, phase: str = "Running", attempt: int = 0, **fields: Any) -> RankPod:
@@ -35,6 +28,7 @@ def ago(seconds: float) -> str:
 
 
 def run(j: TrainingJob, pods: list[RankPod], **obs: Any) -> Plan:
+    obs.setdefault("settings", SETTINGS)
     return decide(TrainingObservation(job=j, pods=pods, now=NOW, **obs))
 
 
@@ -333,3 +327,27 @@ def test_stale_pods_of_an_old_attempt_are_deleted() -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_seconds(10, n) for n in (1, 2, 3)] == [10, 20, 40]
     assert backoff_seconds(10, 20) == 600
+
+
+def test_a_refused_create_is_the_reason_and_takes_back_the_gang_recorded_in_the_same_pass() -> None:
+    """The failure to apply is decided on like any observation: the next pass creates what is missing."""
+    new = job()
+    plan = run(new, [], service_exists=False)
+    assert status_of(plan)["gangCreatedTime"]
+    answer = refused(new, plan, "creating Pod mnist-1 was refused (403): exceeded quota", NOW)
+    status = status_of(answer)
+    assert "gangCreatedTime" not in status and status["phase"] == "Pending"
+    assert reasons(answer)["Scheduled"] == ("False", "CreationFailed")
+    assert [(e.type, e.reason) for e in answer.events][-1] == ("Warning", "CreationFailed")
+    assert not answer.routine_progress and answer.requeue_after == 30
+    assert answer.create == plan.create  # what was planned stays planned: the next pass tries again
+
+
+def test_an_unusable_spec_fails_the_job_once() -> None:
+    plan = invalid({}, {"generation": 3}, "spec.replicas: must be >= 1", NOW)
+    status = status_of(plan)
+    assert (status["phase"], status["observedGeneration"]) == ("Failed", 3)
+    assert reasons(plan)["Failed"] == ("True", "InvalidSpec")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+    again = invalid(status, {"generation": 3}, "spec.replicas: must be >= 1", NOW)
+    assert again.status is None and again.events == []

@@ -1,8 +1,8 @@
 """What the trainer and the operator agree on: the trainer's own copy of ``aidc.contract``.
 
 The trainer image must not import the operator (no kopf, no kubernetes client here), so the
-shared names are written twice; ``tests/contract/test_contract.py`` imports both copies and
-fails when a name or a value drifts. Keep this file free of imports other than ``typing``.
+shared names are written twice; ``tests/contract/test_contract.py`` fails unless both copies
+are the same text below their docstrings. Keep this file free of imports other than ``typing``.
 """
 
 from __future__ import annotations
@@ -10,16 +10,33 @@ from __future__ import annotations
 from typing import Final
 
 GROUP: Final = "aidc.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+# The operator's name: the managed-by label, its field manager and the source of its events.
+OPERATOR_NAME: Final = "aidc-operator"
 
-# Labels on every object the operator creates for a TrainingJob.
+# Labels that find the objects of a TrainingJob (and of an InferenceService).
 LABEL_JOB_NAME: Final = "aidc.io/job-name"
 LABEL_REPLICA_INDEX: Final = "aidc.io/replica-index"
 LABEL_GANG_ATTEMPT: Final = "aidc.io/gang-attempt"
 LABEL_SERVICE_NAME: Final = "aidc.io/inference-service"
+# The recommended app.kubernetes.io labels, on every object the operator creates.
+LABEL_APP_NAME: Final = "app.kubernetes.io/name"
+LABEL_APP_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_APP_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_APP_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_APP_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+APP_PART_OF: Final = "aidc"
+APP_TRAINING_JOB: Final = "aidc-trainingjob"
+APP_INFERENCE_SERVICE: Final = "aidc-inferenceservice"
 
 # Rank 0 writes its progress heartbeat (JSON, see HEARTBEAT_FIELDS) into this annotation of
 # its own pod; an admission policy limits the pod's token to exactly that write.
 ANNOTATION_PROGRESS: Final = "aidc.io/progress"
+# The model a serving pod template was rendered for, and the hash of what the operator last
+# rendered into an object it keeps in shape (a Deployment, an autoscaler).
+ANNOTATION_MODEL_URI: Final = "aidc.io/model-uri"
+ANNOTATION_SPEC_HASH: Final = "aidc.io/spec-hash"
 
 # Environment the operator injects into every rank (a user's own command gets it too).
 ENV_MASTER_ADDR: Final = "MASTER_ADDR"
@@ -42,14 +59,28 @@ ENV_POD_NAME: Final = "AIDC_POD_NAME"
 ENV_POD_NAMESPACE: Final = "AIDC_POD_NAMESPACE"
 ENV_GANG_ATTEMPT: Final = "AIDC_GANG_ATTEMPT"
 ENV_METRICS_PORT: Final = "AIDC_METRICS_PORT"
-# torchrun reads PET_<FLAG> for each of its flags
+ENV_PYTHON_UNBUFFERED: Final = "PYTHONUNBUFFERED"
+# torchrun reads PET_<FLAG> for each of its flags (the launcher of procsPerReplica > 1)
+ENV_PET_NNODES: Final = "PET_NNODES"
+ENV_PET_NPROC_PER_NODE: Final = "PET_NPROC_PER_NODE"
+ENV_PET_NODE_RANK: Final = "PET_NODE_RANK"
+ENV_PET_MASTER_ADDR: Final = "PET_MASTER_ADDR"
+ENV_PET_MASTER_PORT: Final = "PET_MASTER_PORT"
 TORCHRUN_ENV: Final = (
-    "PET_NNODES",
-    "PET_NPROC_PER_NODE",
-    "PET_NODE_RANK",
-    "PET_MASTER_ADDR",
-    "PET_MASTER_PORT",
+    ENV_PET_NNODES,
+    ENV_PET_NPROC_PER_NODE,
+    ENV_PET_NODE_RANK,
+    ENV_PET_MASTER_ADDR,
+    ENV_PET_MASTER_PORT,
 )
+
+# Environment the operator gives every model server (the InferenceService's model and batching).
+ENV_MODEL_DIR: Final = "AIDC_MODEL_DIR"
+ENV_MODEL_NAME: Final = "AIDC_MODEL_NAME"
+ENV_HTTP_PORT: Final = "AIDC_HTTP_PORT"
+ENV_MAX_BATCH_SIZE: Final = "AIDC_MAX_BATCH_SIZE"
+ENV_MAX_DELAY_MS: Final = "AIDC_MAX_DELAY_MS"
+ENV_MAX_REQUEST_BYTES: Final = "AIDC_MAX_REQUEST_BYTES"
 
 # Where the operator mounts the claims in every rank.
 CHECKPOINT_MOUNT: Final = "/mnt/checkpoints"

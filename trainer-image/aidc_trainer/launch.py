@@ -32,22 +32,22 @@ def local_workers(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     if "LOCAL_RANK" in env:
         return 1
-    return int(_setting(env, "PET_NPROC_PER_NODE", contract.ENV_NPROC_PER_NODE, "1"))
+    return int(_setting(env, contract.ENV_PET_NPROC_PER_NODE, contract.ENV_NPROC_PER_NODE, "1"))
 
 
 def torchrun_arguments(env: Mapping[str, str]) -> list[str]:
     """The torchrun command line for this pod, from the ``PET_*`` (else plain) variables."""
     return [
         "--nnodes",
-        _setting(env, "PET_NNODES", contract.ENV_NNODES, "1"),
+        _setting(env, contract.ENV_PET_NNODES, contract.ENV_NNODES, "1"),
         "--nproc-per-node",
-        _setting(env, "PET_NPROC_PER_NODE", contract.ENV_NPROC_PER_NODE, "1"),
+        _setting(env, contract.ENV_PET_NPROC_PER_NODE, contract.ENV_NPROC_PER_NODE, "1"),
         "--node-rank",
-        _setting(env, "PET_NODE_RANK", contract.ENV_NODE_RANK, "0"),
+        _setting(env, contract.ENV_PET_NODE_RANK, contract.ENV_NODE_RANK, "0"),
         "--master-addr",
-        _setting(env, "PET_MASTER_ADDR", contract.ENV_MASTER_ADDR, "127.0.0.1"),
+        _setting(env, contract.ENV_PET_MASTER_ADDR, contract.ENV_MASTER_ADDR, "127.0.0.1"),
         "--master-port",
-        _setting(env, "PET_MASTER_PORT", contract.ENV_MASTER_PORT, "29500"),
+        _setting(env, contract.ENV_PET_MASTER_PORT, contract.ENV_MASTER_PORT, "29500"),
         "--max-restarts",
         "0",
         "--module",

@@ -4,10 +4,11 @@ The CRDs in ``crds/`` are generated from these models, and the operator parses e
 object it receives through them.
 """
 
-from aidc.api.common import API_VERSION, GROUP, VERSION, Condition
+from aidc.api.common import Condition
 from aidc.api.errors import describe_validation_error
 from aidc.api.inferenceservice import InferenceService, InferenceServiceSpec, InferenceServiceStatus
 from aidc.api.trainingjob import TrainingJob, TrainingJobSpec, TrainingJobStatus
+from aidc.contract import API_VERSION, GROUP, VERSION
 
 __all__ = [
     "API_VERSION",

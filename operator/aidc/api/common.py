@@ -11,10 +11,6 @@ from pydantic import Field, field_validator
 from aidc.api.base import ApiModel, CelRule, StatusModel
 from aidc.api.markers import FreeFormObject, FreeFormValue, ListMapKeys, Quantity
 
-GROUP = "aidc.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
 # Names become Service names, pod hostnames and the prefix of pod names ("<name>-<rank>").
 MAX_NAME_LENGTH = 52
 _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")

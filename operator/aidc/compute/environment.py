@@ -10,8 +10,7 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.trainingjob import TrainingJob
-from aidc.network.rendezvous import master_address
-from aidc.storage.claims import checkpoint_dir
+from aidc.identity.names import checkpoint_dir, master_address
 
 HEARTBEAT_SECONDS = 5
 
@@ -38,12 +37,12 @@ def rank_environment(job: TrainingJob, rank: int, attempt: int) -> list[dict[str
         _var(contract.ENV_NNODES, nnodes),
         _var(contract.ENV_NPROC_PER_NODE, nproc),
         _var(contract.ENV_LOCAL_WORLD_SIZE, nproc),
-        _var("PET_NNODES", nnodes),
-        _var("PET_NPROC_PER_NODE", nproc),
-        _var("PET_NODE_RANK", rank),
-        _var("PET_MASTER_ADDR", master),
-        _var("PET_MASTER_PORT", spec.master_port),
-        _var("PYTHONUNBUFFERED", "1"),
+        _var(contract.ENV_PET_NNODES, nnodes),
+        _var(contract.ENV_PET_NPROC_PER_NODE, nproc),
+        _var(contract.ENV_PET_NODE_RANK, rank),
+        _var(contract.ENV_PET_MASTER_ADDR, master),
+        _var(contract.ENV_PET_MASTER_PORT, spec.master_port),
+        _var(contract.ENV_PYTHON_UNBUFFERED, "1"),
         _var(contract.ENV_JOB_NAME, job.metadata["name"]),
         _var(contract.ENV_GANG_ATTEMPT, attempt),
         _field_ref(contract.ENV_POD_NAME, "metadata.name"),

@@ -7,21 +7,15 @@ from typing import Any
 from aidc import contract
 from aidc.api.trainingjob import TrainingJob
 from aidc.compute.environment import rank_environment
-from aidc.compute.identity import TRAINER_SERVICE_ACCOUNT
-from aidc.compute.labels import job_labels, owner_reference
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
 from aidc.compute.scheduling import gang_annotations, gang_labels, scheduler_name
-from aidc.network.rendezvous import service_name
+from aidc.compute.trainer_account import TRAINER_SERVICE_ACCOUNT
+from aidc.identity.labels import job_labels, owner_reference
+from aidc.identity.names import checkpoint_claim_name, rank_pod_name, rendezvous_service_name
 from aidc.settings import OperatorSettings
-from aidc.storage.claims import checkpoint_claim_name
 
 DEFAULT_COMMAND = ["python", "-m", "aidc_trainer"]
 TRAINER_UID = 1000
-
-
-def rank_pod_name(job: TrainingJob, rank: int) -> str:
-    """``<job>-<rank>``: also the pod's hostname, so the rendezvous address never changes."""
-    return f"{job.metadata['name']}-{rank}"
 
 
 def rank_labels(job: TrainingJob, rank: int, attempt: int) -> dict[str, str]:
@@ -78,7 +72,7 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
     placement = spec.scheduling_policy.placement
     pod_spec: dict[str, Any] = {
         "hostname": rank_pod_name(job, rank),
-        "subdomain": service_name(job),
+        "subdomain": rendezvous_service_name(job),
         # the gang restarts as a whole; a lone rank restarting in place would hang the others
         "restartPolicy": "Never",
         "serviceAccountName": TRAINER_SERVICE_ACCOUNT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from aidc.api.trainingjob import TrainingJob
-from aidc.compute.labels import job_labels, owner_reference
+from aidc.identity.labels import job_labels, owner_reference
 
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"

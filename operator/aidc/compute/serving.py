@@ -9,34 +9,16 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService, ServedModel
-from aidc.compute.labels import owner_reference
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
+from aidc.identity.labels import owner_reference, selector_labels, serving_labels
 from aidc.settings import OperatorSettings
 
 SERVER_COMMAND = ["python", "-m", "aidc_trainer.serving"]
-ANNOTATION_MODEL = "aidc.io/model-uri"
-ANNOTATION_SPEC_HASH = "aidc.io/spec-hash"
 SERVER_UID = 1000
 PROBE_PERIOD_SECONDS = 5
 # a model loads at roughly this rate from a claim (conservative for network block storage)
 LOAD_BYTES_PER_SECOND = 50 * 1024 * 1024
 BASE_STARTUP_SECONDS = 60
-
-
-def serving_labels(isvc: InferenceService) -> dict[str, str]:
-    name = str(isvc.metadata["name"])
-    return {
-        contract.LABEL_SERVICE_NAME: name,
-        "app.kubernetes.io/name": "aidc-inferenceservice",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": "server",
-        "app.kubernetes.io/part-of": "aidc",
-        "app.kubernetes.io/managed-by": "aidc-operator",
-    }
-
-
-def selector_labels(isvc: InferenceService) -> dict[str, str]:
-    return {contract.LABEL_SERVICE_NAME: str(isvc.metadata["name"])}
 
 
 def model_name(isvc: InferenceService) -> str:
@@ -57,29 +39,33 @@ def spec_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def serving_deployment(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
-    """The Deployment of the model server; changing the model changes the template, which rolls it."""
+def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:
+    """The model server's settings (names in the contract); the user's ``env`` overrides ours by name."""
     spec = isvc.spec
     env = [
-        {"name": "AIDC_MODEL_DIR", "value": contract.MODEL_MOUNT},
-        {"name": "AIDC_MODEL_NAME", "value": model_name(isvc)},
-        {"name": "AIDC_HTTP_PORT", "value": str(contract.SERVER_PORT)},
-        {"name": "AIDC_MAX_BATCH_SIZE", "value": str(spec.batching.max_batch_size)},
-        {"name": "AIDC_MAX_DELAY_MS", "value": str(spec.batching.max_delay_ms)},
-        {"name": "AIDC_MAX_REQUEST_BYTES", "value": str(spec.max_request_bytes)},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": contract.ENV_MODEL_DIR, "value": contract.MODEL_MOUNT},
+        {"name": contract.ENV_MODEL_NAME, "value": model_name(isvc)},
+        {"name": contract.ENV_HTTP_PORT, "value": str(contract.SERVER_PORT)},
+        {"name": contract.ENV_MAX_BATCH_SIZE, "value": str(spec.batching.max_batch_size)},
+        {"name": contract.ENV_MAX_DELAY_MS, "value": str(spec.batching.max_delay_ms)},
+        {"name": contract.ENV_MAX_REQUEST_BYTES, "value": str(spec.max_request_bytes)},
+        {"name": contract.ENV_PYTHON_UNBUFFERED, "value": "1"},
     ]
     overridden = {e.name for e in spec.env}
-    env = [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+    return [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+
+
+def _server_container(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    spec = isvc.spec
     mount: dict[str, Any] = {"name": "model", "mountPath": contract.MODEL_MOUNT, "readOnly": True}
     if model.path:
         mount["subPath"] = model.path
-    container = {
+    return {
         "name": "server",
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(SERVER_COMMAND),
-        "env": env,
+        "env": server_environment(isvc),
         "ports": [{"name": "http", "containerPort": contract.SERVER_PORT}],
         "resources": resource_requirements(spec.resources),
         "volumeMounts": [mount],
@@ -88,8 +74,12 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "livenessProbe": _probe("/v2/health/live", failureThreshold=3, periodSeconds=10),
         "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
     }
+
+
+def _server_pod_spec(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    """The server's pod spec, the model's claim read-only, the user's podTemplate merged in."""
     pod_spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": [_server_container(isvc, model, settings)],
         "volumes": [
             {"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}},
         ],
@@ -102,8 +92,13 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
     }
-    placement = spec.placement
-    pod_spec.update(placement_fields(placement))
+    pod_spec.update(placement_fields(isvc.spec.placement))
+    return merge_pod_spec(pod_spec, isvc.spec.pod_template.spec)
+
+
+def serving_deployment(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
+    """The Deployment of the model server; changing the model changes the template, which rolls it."""
+    spec = isvc.spec
     labels = serving_labels(isvc)
     template = spec.pod_template
     deployment_spec: dict[str, Any] = {
@@ -111,9 +106,9 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
         "template": {
             "metadata": {
                 "labels": {**template.labels, **labels},
-                "annotations": {**template.annotations, ANNOTATION_MODEL: model.uri},
+                "annotations": {**template.annotations, contract.ANNOTATION_MODEL_URI: model.uri},
             },
-            "spec": merge_pod_spec(pod_spec, template.spec),
+            "spec": _server_pod_spec(isvc, model, settings),
         },
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "revisionHistoryLimit": 5,
@@ -127,7 +122,7 @@ def serving_deployment(isvc: InferenceService, model: ServedModel, settings: Ope
             "name": str(isvc.metadata["name"]),
             "namespace": isvc.metadata["namespace"],
             "labels": labels,
-            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(deployment_spec)},
+            "annotations": {contract.ANNOTATION_SPEC_HASH: spec_hash(deployment_spec)},
             "ownerReferences": [owner_reference(isvc)],
         },
         "spec": deployment_spec,
@@ -159,7 +154,7 @@ def autoscaler(isvc: InferenceService) -> dict[str, Any] | None:
             "name": name,
             "namespace": isvc.metadata["namespace"],
             "labels": serving_labels(isvc),
-            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(spec)},
+            "annotations": {contract.ANNOTATION_SPEC_HASH: spec_hash(spec)},
             "ownerReferences": [owner_reference(isvc)],
         },
         "spec": spec,

@@ -1,13 +1,11 @@
-"""The API server over aiohttp, on the operator's event loop, for what happens once per pod.
+"""The API server over aiohttp, on the operator's event loop: one session, one error policy.
 
-The official client is synchronous: each call was a hand-off to a worker thread and back, and
-its typed methods validate their arguments with pydantic and turn bodies into the client's
-models and back. In a burst of gangs that was a fifth of the operator's CPU. The calls made per
-pod or per job -- creates, status merge-patches, events, the check of overdue pods -- and the
-rank pod watch go through here; the rare ones (server-side apply, deletions, pod groups'
-discovery) stay on the client.
-Address, TLS and credentials come from the client's own configuration, so both reach the same
-server as the same user.
+Everything the operator writes or lists, and the rank pod watch, goes through here (kopf keeps
+its own client for the watches of the custom resources). ``request`` is the policy: the API
+server's throttling (429, after its Retry-After) and its transient errors (5xx) are tried again
+a few times; any other error answer raises ``ApiError`` with the server's reason, for the caller
+to say what a 404 or a 409 means to it. Address, TLS and credentials come from the official
+client's configuration, so both reach the same server as the same user.
 """
 
 from __future__ import annotations
@@ -21,12 +19,40 @@ import aiohttp
 from kubernetes import client
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=30)
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+ATTEMPTS = 3
+# the longest Retry-After honoured: a pass waits this long at most before it is given up on
+MAX_RETRY_AFTER_SECONDS = 10.0
+
+
+class ApiError(Exception):
+    """The API server answered with an error (after the retries of ``ApiServer.request``)."""
+
+    def __init__(self, status: int, answer: bytes) -> None:
+        self.status = status
+        try:
+            decoded = json.loads(answer)
+        except ValueError:
+            decoded = None
+        details = decoded if isinstance(decoded, dict) else {}
+        self.reason = str(details.get("reason") or "")  # Conflict, Forbidden, Invalid, NotFound, ...
+        self.message = str(details.get("message") or self.reason or answer[:300].decode(errors="replace"))
+        super().__init__(f"HTTP {status}: {self.message}")
+
+
+def _retry_after(headers: Any, attempt: int) -> float:
+    """Seconds before the next attempt: the server's Retry-After when it sent one, else a short backoff."""
+    try:
+        seconds = float(headers.get("Retry-After", ""))
+    except ValueError:
+        seconds = 0.5 * 2**attempt
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class ApiServer:
     """One aiohttp session to the API server; ``max_requests`` bounds the requests in flight."""
 
-    def __init__(self, configuration: client.Configuration, max_requests: int = 64) -> None:
+    def __init__(self, configuration: client.Configuration, max_requests: int) -> None:
         self.configuration = configuration
         self.host = configuration.host.rstrip("/")
         context: ssl.SSLContext | bool = False
@@ -72,7 +98,7 @@ class ApiServer:
             timeout=timeout,
         )
 
-    async def send(
+    async def request(
         self,
         method: str,
         path: str,
@@ -80,9 +106,27 @@ class ApiServer:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
         accept: str | None = None,
-    ) -> tuple[int, bytes]:
-        """One request, with a JSON body unless ``body`` is None; the status and the raw answer
-        (callers decide what an error is)."""
+    ) -> bytes:
+        """The answer to one request under the error policy (see the module); raises ApiError."""
+        for attempt in range(ATTEMPTS):
+            status, answer, headers = await self._send(method, path, body, content_type, params, accept)
+            if 200 <= status <= 299:
+                return answer
+            if status not in RETRIED_STATUSES or attempt == ATTEMPTS - 1:
+                break
+            await asyncio.sleep(_retry_after(headers, attempt))
+        raise ApiError(status, answer)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        content_type: str,
+        params: dict[str, str] | None,
+        accept: str | None,
+    ) -> tuple[int, bytes, Any]:
+        """One request, with a JSON body unless ``body`` is None: the status, the raw answer, the headers."""
         if self._requests is None:
             self._requests = asyncio.Semaphore(self._max_requests)
         headers = self.headers(content_type if body is not None else None)
@@ -101,7 +145,7 @@ class ApiServer:
                 timeout=REQUEST_TIMEOUT,
             ) as response,
         ):
-            return response.status, await response.read()
+            return response.status, await response.read(), response.headers
 
     async def close(self) -> None:
         if self._session is not None:

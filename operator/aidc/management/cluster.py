@@ -1,8 +1,10 @@
-"""The thin layer that talks to the API server: create-or-ignore, delete, status patches, events.
+"""The one way the operator writes to and lists from the API server (kopf watches its resources).
 
-Creates, status patches and events (the calls made per pod and per job) go over aiohttp on the
-event loop (``apiserver.py``); the rare calls use the official client in a bounded thread pool,
-never blocking kopf's event loop.
+Every call goes over ``ApiServer`` (one aiohttp session on kopf's event loop, which also carries
+the rank pod watch) and one error policy: throttling and server errors are tried again there
+(``apiserver.py``); here a conflict on create means the object exists (names are
+deterministic), a missing object on delete is already gone, and any other error is raised,
+a refused create as ``CreationRefusedError`` so its reason can go into status.
 """
 
 from __future__ import annotations
@@ -10,24 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from aidc.api.common import GROUP, VERSION
-from aidc.compute.identity import trainer_identity
-from aidc.management import metrics
-from aidc.management.apiserver import ApiServer
+from aidc.compute.trainer_account import trainer_identity
+from aidc.contract import GROUP, OPERATOR_NAME, VERSION
+from aidc.management.apiserver import ApiError, ApiServer
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import is_owned_by
 from aidc.management.plan import Event, PodDeletion
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # plurals of the kinds the operator creates; any other kind (a PodGroup) is kind.lower() + "s"
 _PLURALS = {
@@ -58,55 +55,34 @@ class CreationRefusedError(Exception):
         self.kind, self.name, self.status, self.message = kind, name, status, message
 
 
-def _reason(answer: bytes) -> str:
-    """The ``reason`` of a Status answer (Conflict, Forbidden, Invalid), as the client's exceptions carry one."""
-    try:
-        return str(json.loads(answer).get("reason") or "")
-    except (ValueError, AttributeError):
-        return ""
-
-
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "{}").get("message") or error.reason)
-    except ValueError:
-        return str(error.reason)
-
-
 class Cluster:
-    """Async facade over the official client, sized for many concurrent reconciles."""
+    """The operator's calls to the API server, each one request under one error policy."""
 
-    def __init__(self, api: client.ApiClient, server: ApiServer, max_concurrency: int = 64) -> None:
-        self.api = api
+    def __init__(self, server: ApiServer, metrics: OperatorMetrics) -> None:
         self.server = server
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.apps = client.AppsV1Api(api)
-        self.autoscaling = client.AutoscalingV2Api(api)
+        self.metrics = metrics
         self._identities: set[str] = set()
         self._identity_tasks: dict[str, asyncio.Future[None]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="aidc-api")
-
-    async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-        except ApiException as error:
-            metrics.API_REQUESTS.labels(verb, resource, str(error.status)).inc()
-            raise
-        metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
-        return result
 
     async def _send(
         self, verb: str, resource: str, method: str, path: str, body: dict[str, Any] | None, **kw: Any
     ) -> bytes:
-        """A request over ``ApiServer``, counted like the client's; a refusal raises ApiException."""
-        status, answer = await self.server.send(method, path, body, **kw)
-        if not 200 <= status <= 299:
-            metrics.API_REQUESTS.labels(verb, resource, str(status)).inc()
-            raise ApiException(status=status, reason=_reason(answer), body=answer.decode(errors="replace"))
-        metrics.API_REQUESTS.labels(verb, resource, "2xx").inc()
+        """A request, counted by verb, resource and outcome; an error answer raises ApiError."""
+        try:
+            answer = await self.server.request(method, path, body, **kw)
+        except ApiError as error:
+            self.metrics.api_requests.labels(verb, resource, str(error.status)).inc()
+            raise
+        self.metrics.api_requests.labels(verb, resource, "2xx").inc()
         return answer
+
+    async def _delete(self, resource: str, path: str, body: dict[str, Any] | None = None) -> None:
+        """Deletes what ``path`` names; one already gone is no error."""
+        try:
+            await self._send("delete", resource, "DELETE", path, body)
+        except ApiError as error:
+            if error.status != 404:
+                raise
 
     async def create(self, body: dict[str, Any]) -> bool:
         """Creates ``body``; False when it already exists (names are deterministic)."""
@@ -114,10 +90,10 @@ class Cluster:
         plural = _PLURALS.get(kind) or kind.lower() + "s"
         try:
             await self._send("create", kind.lower() if kind in _PLURALS else plural, "POST", _path(body, plural), body)
-        except ApiException as error:
+        except ApiError as error:
             if error.status == 409:
                 return False
-            raise CreationRefusedError(kind, name, error.status or 0, _api_message(error)) from error
+            raise CreationRefusedError(kind, name, error.status, error.message) from error
         return True
 
     async def ensure_trainer_identity(self, namespace: str) -> None:
@@ -145,45 +121,27 @@ class Cluster:
     async def apply(self, body: dict[str, Any]) -> None:
         """Server-side apply of an owned object the operator wants exactly so (fields it dropped go away)."""
         kind, meta = body["kind"], body["metadata"]
-        appliers: dict[str, Callable[..., Any]] = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
-        }
-        await self._call(
-            "apply",
-            kind.lower(),
-            appliers[kind],
-            meta["name"],
-            meta["namespace"],
-            body,
-            field_manager="aidc-operator",
-            force=True,
-            _content_type="application/apply-patch+yaml",
+        path = f"{_path(body, _PLURALS[kind])}/{meta['name']}"
+        params = {"fieldManager": OPERATOR_NAME, "force": "true"}
+        await self._send(
+            "apply", kind.lower(), "PATCH", path, body, content_type="application/apply-patch+yaml", params=params
         )
 
     async def remove(self, namespace: str, kind: str, name: str) -> None:
-        removers: dict[str, Callable[..., Any]] = {
-            "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
-        }
-        try:
-            await self._call("delete", kind.lower(), removers[kind], name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        """Deletes an owned object no longer wanted (an autoscaler after autoscaling was removed)."""
+        api_version = {"HorizontalPodAutoscaler": "autoscaling/v2"}[kind]
+        collection = _path({"apiVersion": api_version, "metadata": {"namespace": namespace}}, _PLURALS[kind])
+        await self._delete(kind.lower(), f"{collection}/{name}")
 
     async def delete_pod(self, namespace: str, deletion: PodDeletion) -> None:
-        options = client.V1DeleteOptions(grace_period_seconds=0) if deletion.force else None
-        try:
-            await self._call("delete", "pods", self.core.delete_namespaced_pod, deletion.name, namespace, body=options)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        options = {"gracePeriodSeconds": 0} if deletion.force else None
+        await self._delete("pods", f"/api/v1/namespaces/{namespace}/pods/{deletion.name}", options)
 
     async def owned_pod_names(self, namespace: str, selector: str, owner_uid: str) -> set[str]:
         """Names of the pods matching ``selector`` that ``owner_uid`` controls, as the API server has them now.
 
         Only their metadata is sent (``PartialObjectMetadataList``): the check needs names and
-        owners, not eight full pods. Raises ``ApiException``, ``aiohttp.ClientError`` or ``TimeoutError``.
+        owners, not eight full pods. Raises ``ApiError``, ``aiohttp.ClientError`` or ``TimeoutError``.
         """
         answer = await self._send(
             "list",
@@ -207,13 +165,7 @@ class Cluster:
         return result
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
-        try:
-            await self._call(
-                "delete", plural, self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        await self._delete(plural, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}")
 
     async def post_event(self, owner: dict[str, Any], event: Event) -> None:
         """A core/v1 Event on the custom resource; failures are logged, never fatal."""
@@ -231,15 +183,15 @@ class Cluster:
             "type": event.type,
             "reason": event.reason,
             "message": event.message[:1024],
-            "source": {"component": "aidc-operator"},
-            "reportingComponent": "aidc-operator",
+            "source": {"component": OPERATOR_NAME},
+            "reportingComponent": OPERATOR_NAME,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
         }
         try:
             await self._send("create", "events", "POST", _path(body, "events"), body)
-        except (ApiException, aiohttp.ClientError, TimeoutError) as error:
+        except (ApiError, aiohttp.ClientError, TimeoutError) as error:
             log.warning(
                 "could not post event %s on %s: %s", event.reason, meta["name"], getattr(error, "reason", error)
             )

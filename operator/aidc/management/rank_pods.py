@@ -26,8 +26,8 @@ from typing import Any
 import aiohttp
 
 from aidc import contract
-from aidc.management import metrics
 from aidc.management.apiserver import ApiServer
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import RankPod, rank_pod_from
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class RankPodWatch:
         server: ApiServer,
         scope: str,
         on_change: Callable[[Key], None],
+        metrics: OperatorMetrics,
         timeout_seconds: int = 300,
     ) -> None:
         self.scope = scope
@@ -135,6 +136,7 @@ class RankPodWatch:
         self.synced = asyncio.Event()
         self.resource_version = ""
         self._server = server
+        self._metrics = metrics
         self._path = "/api/v1/pods" if scope == CLUSTER else f"/api/v1/namespaces/{scope}/pods"
         self._on_change = on_change
         self._timeout = timeout_seconds
@@ -143,7 +145,7 @@ class RankPodWatch:
         backoff, reason = 1.0, "start"
         while True:
             try:
-                metrics.POD_LISTS.labels(reason).inc()
+                self._metrics.pod_lists.labels(reason).inc()
                 await self._list()
                 self.synced.set()
                 backoff = 1.0
@@ -202,7 +204,7 @@ class RankPodWatch:
                     if pod.get("code") == 410:
                         return False
                     raise WatchRefusedError(f"watch: {pod.get('code')}: {pod.get('message')}")
-                metrics.POD_EVENTS.labels(str(kind)).inc()
+                self._metrics.pod_events.labels(str(kind)).inc()
                 if kind != "BOOKMARK":
                     for key in self.index.apply(str(kind), pod):
                         self._on_change(key)
@@ -215,8 +217,11 @@ class RankPodWatch:
 class RankPods(Mapping[Key, Iterable[Entry]]):
     """Every gang's rank pods, over all the watches: ``pods[(namespace, job)]`` -> (owner uid, RankPod)."""
 
-    def __init__(self, server: ApiServer, clusterwide: bool, on_change: Callable[[Key], None]) -> None:
+    def __init__(
+        self, server: ApiServer, clusterwide: bool, on_change: Callable[[Key], None], metrics: OperatorMetrics
+    ) -> None:
         self._server = server
+        self._metrics = metrics
         self._clusterwide = clusterwide
         self._on_change = on_change
         self._watches: dict[str, RankPodWatch] = {}
@@ -244,7 +249,7 @@ class RankPods(Mapping[Key, Iterable[Entry]]):
         scope = self._scope(namespace)
         watch = self._watches.get(scope)
         if watch is None:
-            watch = self._watches[scope] = RankPodWatch(self._server, scope, self._on_change)
+            watch = self._watches[scope] = RankPodWatch(self._server, scope, self._on_change, self._metrics)
             self._tasks[scope] = asyncio.create_task(watch.run(), name=f"pod watch {scope or '(cluster)'}")
         await watch.synced.wait()
 

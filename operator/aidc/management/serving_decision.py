@@ -7,18 +7,24 @@ pods that serve *the resolved model* are ready: a rollout in progress or a crash
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from aidc.api.common import ConditionStatus
+from pydantic import ValidationError
+
+from aidc import contract
 from aidc.api.inferenceservice import InferenceService, InferenceServiceStatus, ServedModel
 from aidc.api.trainingjob import ModelStatus
-from aidc.compute.serving import ANNOTATION_MODEL, ANNOTATION_SPEC_HASH, autoscaler, serving_deployment
+from aidc.compute.serving import autoscaler, serving_deployment
 from aidc.management.conditions import set_condition
 from aidc.management.plan import Event, Plan
+from aidc.management.status_draft import StatusDraft, generation_of
 from aidc.network.serving import inference_url, serving_service
 from aidc.settings import OperatorSettings
+
+# a refused object is tried again this soon (a quota freed, a policy fixed)
+REFUSED_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,8 @@ def deployment_view(body: dict[str, Any]) -> DeploymentView:
     conditions = status.get("conditions") or []
     progressing: dict[str, Any] = next((c for c in conditions if c.get("type") == "Progressing"), {})
     return DeploymentView(
-        spec_hash=(meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH),
-        model_uri=(template_meta.get("annotations") or {}).get(ANNOTATION_MODEL),
+        spec_hash=(meta.get("annotations") or {}).get(contract.ANNOTATION_SPEC_HASH),
+        model_uri=(template_meta.get("annotations") or {}).get(contract.ANNOTATION_MODEL_URI),
         generation=int(meta.get("generation") or 0),
         observed_generation=int(status.get("observedGeneration") or 0),
         replicas=int(spec["replicas"]) if spec.get("replicas") is not None else 1,
@@ -58,7 +64,7 @@ def deployment_view(body: dict[str, Any]) -> DeploymentView:
 class ServingObservation:
     isvc: InferenceService
     now: datetime
-    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    settings: OperatorSettings
     training_job_exists: bool = False
     training_job_model: ModelStatus | None = None
     claim_exists: bool = True
@@ -105,103 +111,133 @@ def resolve_model(obs: ServingObservation) -> tuple[ServedModel | None, str, str
     return model, "Resolved", f"{uri} from TrainingJob {job.name} (step {exported.step})"
 
 
+class _Decision(StatusDraft[InferenceServiceStatus]):
+    """One pass: the status drafted (see StatusDraft)."""
+
+    def __init__(self, obs: ServingObservation) -> None:
+        old = obs.isvc.status or InferenceServiceStatus()
+        super().__init__(old, obs.isvc.status is not None, generation_of(obs.isvc.metadata), obs.now)
+        self.obs = obs
+        self.isvc = obs.isvc
+
+
 def decide(obs: ServingObservation) -> Plan:
     """The plan for one InferenceService."""
+    d = _Decision(obs)
     isvc = obs.isvc
-    plan = Plan()
-    old = isvc.status or InferenceServiceStatus()
-    status = old.model_copy()
-    generation = int(isvc.metadata.get("generation") or 0) or None
-
-    def condition(type_: str, value: bool, reason: str, message: str) -> None:
-        nonlocal status
-        state: ConditionStatus = "True" if value else "False"
-        conditions = set_condition(list(status.conditions), type_, state, reason, message, generation, obs.now)
-        status = status.model_copy(update={"conditions": conditions})
-
-    def phase(new: str, reason: str, message: str, warning: bool = False) -> None:
-        nonlocal status
-        if status.phase != new:
-            plan.events.append(Event("Warning" if warning else "Normal", reason, message))
-        status = status.model_copy(update={"phase": new})
-
     model, reason, message = resolve_model(obs)
-    status = status.model_copy(
-        update={"observed_generation": generation, "selector": f"aidc.io/inference-service={isvc.metadata['name']}"}
-    )
+    d.update(observed_generation=d.generation, selector=f"{contract.LABEL_SERVICE_NAME}={isvc.metadata['name']}")
     if not obs.service_exists:
-        plan.create.append(serving_service(isvc))
+        d.plan.create.append(serving_service(isvc))
     if model is None:
-        condition("ModelResolved", False, reason, message)
-        condition("Ready", False, reason, message)
+        d.condition("ModelResolved", False, reason, message)
+        d.condition("Ready", False, reason, message)
         if obs.deployment is None:  # keep serving the previous model while a new one is awaited
-            phase("ModelNotReady", reason, message)
-        plan.requeue(obs.settings.resync_seconds)
+            d.phase("ModelNotReady", reason, message)
+        d.plan.requeue(obs.settings.resync_seconds)
     else:
-        condition("ModelResolved", True, "Resolved", message)
-        served = status.model
-        if served is not None and served.uri != model.uri:
-            status = status.model_copy(update={"previous_model": served})
-            plan.events.append(Event("Normal", "ModelChanged", f"rolling out {model.uri} (was {served.uri})"))
-        status = status.model_copy(update={"model": model})
-        desired = serving_deployment(isvc, model, obs.settings)
-        if obs.deployment is None:
-            plan.create.append(desired)
-        elif obs.deployment.spec_hash != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
-            plan.update.append(desired)
-        wanted_autoscaler = autoscaler(isvc)
-        if wanted_autoscaler is None and obs.autoscaler_hash is not None:
-            plan.remove.append(("HorizontalPodAutoscaler", str(isvc.metadata["name"])))
-        elif wanted_autoscaler is not None and obs.autoscaler_hash is None:
-            plan.create.append(wanted_autoscaler)
-        elif (
-            wanted_autoscaler is not None
-            and obs.autoscaler_hash != wanted_autoscaler["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
-        ):
-            plan.update.append(wanted_autoscaler)
+        d.condition("ModelResolved", True, "Resolved", message)
+        _serve(d, model)
+    if obs.deployment is None:
+        _report_no_deployment(d, model)
+    else:
+        _report_deployment(d, obs.deployment, model)
+    return d.done()
 
-    deployment = obs.deployment
-    url = inference_url(isvc, obs.settings.cluster_domain)
-    if deployment is None:
-        status = status.model_copy(update={"replicas": 0, "ready_replicas": 0})
-        if model is not None:
-            condition("Available", False, "Deploying", "creating the Deployment")
-            condition("Ready", False, "Deploying", "creating the Deployment")
-            phase("Deploying", "Deploying", f"deploying {model.uri}")
-    else:
-        status = status.model_copy(
-            update={"replicas": deployment.replicas, "ready_replicas": deployment.ready, "url": url}
+
+def _serve(d: _Decision, model: ServedModel) -> None:
+    """The resolved model, and the Deployment and autoscaler that serve it as they should be."""
+    served, isvc, obs = d.status.model, d.isvc, d.obs
+    if served is not None and served.uri != model.uri:
+        d.update(previous_model=served)
+        d.event("ModelChanged", f"rolling out {model.uri} (was {served.uri})")
+    d.update(model=model)
+    desired = serving_deployment(isvc, model, obs.settings)
+    if obs.deployment is None:
+        d.plan.create.append(desired)
+    elif obs.deployment.spec_hash != desired["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]:
+        d.plan.update.append(desired)
+    wanted = autoscaler(isvc)
+    if wanted is None and obs.autoscaler_hash is not None:
+        d.plan.remove.append(("HorizontalPodAutoscaler", str(isvc.metadata["name"])))
+    elif wanted is not None and obs.autoscaler_hash is None:
+        d.plan.create.append(wanted)
+    elif wanted is not None and obs.autoscaler_hash != wanted["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]:
+        d.plan.update.append(wanted)
+
+
+def _report_no_deployment(d: _Decision, model: ServedModel | None) -> None:
+    d.update(replicas=0, ready_replicas=0)
+    if model is not None:
+        d.condition("Available", False, "Deploying", "creating the Deployment")
+        d.condition("Ready", False, "Deploying", "creating the Deployment")
+        d.phase("Deploying", "Deploying", f"deploying {model.uri}")
+
+
+def _report_deployment(d: _Decision, deployment: DeploymentView, model: ServedModel | None) -> None:
+    """Ready means the pods that serve the resolved model are ready: not a rollout, not a crash loop."""
+    url = inference_url(d.isvc, d.obs.settings.cluster_domain)
+    d.update(replicas=deployment.replicas, ready_replicas=deployment.ready, url=url)
+    available = deployment.available > 0
+    d.condition(
+        "Available",
+        available,
+        "MinimumReplicasAvailable" if available else "NoReplicasAvailable",
+        f"{deployment.available}/{deployment.replicas} serving pods available",
+    )
+    if deployment.failure:
+        d.condition("Ready", False, "ProgressDeadlineExceeded", deployment.failure)
+        d.phase("Failed", "ProgressDeadlineExceeded", deployment.failure, warning=True)
+    elif model is not None and not d.plan.update and _rolled_out(deployment, model):
+        d.condition("Ready", True, "Ready", f"{deployment.ready}/{deployment.replicas} pods serve {model.uri}")
+        d.phase("Ready", "Ready", f"serving {model.uri} at {url}")
+    elif model is not None:
+        message = (
+            f"{deployment.ready}/{deployment.replicas} pods ready, {deployment.updated} on {model.uri}; "
+            "a server is ready once its model is loaded and a warm-up inference passed"
         )
-        available = deployment.available > 0
-        condition(
-            "Available",
-            available,
-            "MinimumReplicasAvailable" if available else "NoReplicasAvailable",
-            f"{deployment.available}/{deployment.replicas} serving pods available",
-        )
-        current = (
-            model is not None
-            and deployment.model_uri == model.uri
-            and not plan.update
-            and deployment.observed_generation >= deployment.generation
-            and deployment.updated >= deployment.replicas
-            and deployment.ready >= deployment.replicas
-            and deployment.replicas > 0
-        )
-        if deployment.failure:
-            condition("Ready", False, "ProgressDeadlineExceeded", deployment.failure)
-            phase("Failed", "ProgressDeadlineExceeded", deployment.failure, warning=True)
-        elif current and model is not None:
-            condition("Ready", True, "Ready", f"{deployment.ready}/{deployment.replicas} pods serve {model.uri}")
-            phase("Ready", "Ready", f"serving {model.uri} at {url}")
-        elif model is not None:
-            message = (
-                f"{deployment.ready}/{deployment.replicas} pods ready, {deployment.updated} on {model.uri}; "
-                "a server is ready once its model is loaded and a warm-up inference passed"
-            )
-            condition("Ready", False, "RollingOut", message)
-            phase("Deploying", "Deploying", message)
-    new = status.to_wire()
-    if isvc.status is None or new != old.to_wire():
-        plan.status = new
-    return plan
+        d.condition("Ready", False, "RollingOut", message)
+        d.phase("Deploying", "Deploying", message)
+
+
+def _rolled_out(deployment: DeploymentView, model: ServedModel) -> bool:
+    """Every pod of the Deployment runs the current template, serves ``model`` and is ready."""
+    return (
+        deployment.model_uri == model.uri
+        and deployment.observed_generation >= deployment.generation
+        and deployment.updated >= deployment.replicas
+        and deployment.ready >= deployment.replicas
+        and deployment.replicas > 0
+    )
+
+
+def refused(status: dict[str, Any], metadata: dict[str, Any], plan: Plan, message: str, now: datetime) -> Plan:
+    """``plan`` once the API server refused one of its objects: the refusal is why it is not Ready.
+
+    ``status`` is the InferenceService's status as the server has it.
+    """
+    drafted = InferenceServiceStatus.model_validate(plan.status or status)
+    conditions = set_condition(
+        list(drafted.conditions), "Ready", "False", "CreationFailed", message, generation_of(metadata), now
+    )
+    answer = replace(
+        plan,
+        status=drafted.model_copy(update={"conditions": conditions, "phase": "Failed"}).to_wire(),
+        events=[*plan.events, Event("Warning", "CreationFailed", message)],
+    )
+    answer.requeue(REFUSED_RETRY_SECONDS)
+    return answer
+
+
+def invalid(status: dict[str, Any], metadata: dict[str, Any], problem: str, now: datetime) -> Plan:
+    """A spec the API server admitted but the operator cannot use: Failed with InvalidSpec, never a crash."""
+    try:
+        old = InferenceServiceStatus.model_validate(status)
+    except ValidationError:
+        old = InferenceServiceStatus()
+    generation = generation_of(metadata)
+    conditions = set_condition(
+        list(old.conditions), "Ready", "False", "InvalidSpec", f"invalid spec: {problem}", generation, now
+    )
+    new = old.model_copy(update={"phase": "Failed", "conditions": conditions, "observed_generation": generation})
+    return Plan(status=new.to_wire())

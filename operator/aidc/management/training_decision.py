@@ -12,11 +12,13 @@ new gang is created under the same names once the old pods are gone and the back
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
 
 from aidc import contract
-from aidc.api.common import ConditionStatus
 from aidc.api.trainingjob import (
     CheckpointStatus,
     ModelStatus,
@@ -25,17 +27,22 @@ from aidc.api.trainingjob import (
     TrainingJob,
     TrainingJobStatus,
 )
-from aidc.compute.gang import rank_pod, rank_pod_name
-from aidc.compute.labels import job_labels
+from aidc.compute.gang import rank_pod
 from aidc.compute.scheduling import pod_group
+from aidc.identity.labels import job_labels
+from aidc.identity.names import checkpoint_claim_name, rank_pod_name
 from aidc.management.conditions import set_condition
 from aidc.management.observe import RankPod, parse_time
+from aidc.management.patching import merge_patch
 from aidc.management.plan import Event, Plan, PodDeletion
+from aidc.management.status_draft import StatusDraft, generation_of
 from aidc.network.rendezvous import rendezvous_service
 from aidc.settings import OperatorSettings
-from aidc.storage.claims import checkpoint_claim_name, model_location, owned_claim
+from aidc.storage.claims import model_location, owned_claim
 
 MAX_BACKOFF_SECONDS = 600
+# a refused object is tried again this soon (a quota freed, a policy fixed)
+REFUSED_RETRY_SECONDS = 30
 FINISHED = ("Succeeded", "Failed")
 
 
@@ -46,7 +53,7 @@ class TrainingObservation:
     job: TrainingJob
     pods: list[RankPod]
     now: datetime
-    settings: OperatorSettings = field(default_factory=OperatorSettings)
+    settings: OperatorSettings
     service_exists: bool = True
     claim_exists: bool = True
     pod_group_exists: bool = True
@@ -59,36 +66,14 @@ def backoff_seconds(base: int, restarts: int) -> float:
     return float(min(base * 2 ** max(restarts - 1, 0), MAX_BACKOFF_SECONDS))
 
 
-class _Decision:
-    """One pass: accumulates the new status and the plan."""
+class _Decision(StatusDraft[TrainingJobStatus]):
+    """One pass: the status drafted (see StatusDraft) and the gang's outcomes."""
 
     def __init__(self, obs: TrainingObservation) -> None:
+        old = obs.job.status or TrainingJobStatus()
+        super().__init__(old, obs.job.status is not None, generation_of(obs.job.metadata), obs.now)
         self.obs = obs
         self.job = obs.job
-        self.now = obs.now
-        self.generation = int(obs.job.metadata.get("generation") or 0) or None
-        self.old = obs.job.status or TrainingJobStatus()
-        self.status = self.old.model_copy()
-        self.plan = Plan()
-
-    # -- status helpers ------------------------------------------------------------------
-    def update(self, **changes: object) -> None:
-        self.status = self.status.model_copy(update=changes)
-
-    def condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
-        value: ConditionStatus = "True" if status else "False"
-        conditions = set_condition(
-            list(self.status.conditions), type_, value, reason, message, self.generation, self.now
-        )
-        self.update(conditions=conditions)
-
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))
-
-    def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
-        if self.status.phase != phase:
-            self.event(reason, message, warning)
-        self.update(phase=phase)
 
     # -- outcomes ------------------------------------------------------------------------
     def finish(self, succeeded: bool, reason: str, message: str) -> None:
@@ -96,7 +81,7 @@ class _Decision:
         self.update(completion_time=self.status.completion_time or self.now)
         self.condition("Succeeded" if succeeded else "Failed", True, reason, message)
         self.condition("Running", False, reason, message)
-        if self._has("Restarting"):
+        if self.has_condition("Restarting"):
             self.condition("Restarting", False, reason, message)
         self.clean_up_pods()
 
@@ -138,9 +123,6 @@ class _Decision:
                 continue
             if policy == "All" or not pod.finished:
                 self.plan.delete.append(PodDeletion(pod.name))
-
-    def _has(self, type_: str) -> bool:
-        return any(c.type == type_ for c in self.status.conditions)
 
 
 def _failure(pod: RankPod, policy_codes: list[int], restart_policy: str) -> tuple[bool, str, str]:
@@ -223,66 +205,85 @@ def _counts(decision: _Decision, current: list[RankPod]) -> None:
 def decide(obs: TrainingObservation) -> Plan:
     """The plan for one TrainingJob, from what was observed."""
     d = _Decision(obs)
-    job, spec, now, status = obs.job, obs.job.spec, obs.now, d.old
+    status = d.old
     d.update(observed_generation=d.generation)
     current = [p for p in obs.pods if p.attempt == status.gang_attempt]
     stale = [p for p in obs.pods if p.attempt != status.gang_attempt]
     _counts(d, current)
     _progress(d, current)
-
-    # pods whose node is gone never finish terminating: force them out so the gang can return
-    stuck = timedelta(seconds=obs.settings.stuck_terminating_seconds)
-    for pod in obs.pods:
-        if pod.deletion is not None and now - pod.deletion > stuck:
-            d.plan.delete.append(PodDeletion(pod.name, force=True))
-        elif pod.deletion is not None:
-            d.plan.requeue((pod.deletion + stuck - now).total_seconds() + 1)
-
+    _force_out_stuck_pods(d)
     if status.phase in FINISHED and not _invalid_spec_fixed(d):
         d.clean_up_pods()
         _expire(d)
-        return _done(d)
+        return d.done()
     if status.phase in FINISHED:  # a spec that could not be parsed was fixed: start over
         d.update(phase="Pending", completion_time=None, conditions=[])
-
     for pod in stale:
         if not pod.deleting:
             d.plan.delete.append(PodDeletion(pod.name))
-
     _ensure_supporting_objects(d)
-    claim = checkpoint_claim_name(job)
-    if claim and not obs.claim_exists and spec.storage.checkpoints and spec.storage.checkpoints.claim_name:
-        message = f"checkpoint claim {claim} does not exist; create it or fix spec.storage.checkpoints.claimName"
-        d.phase("Pending", "ClaimNotFound", message, warning=True)
-        d.condition("Scheduled", False, "ClaimNotFound", message)
-        d.plan.requeue(obs.settings.resync_seconds)
-        return _done(d)
+    # each of these may hold the gang back for this pass
+    if _named_claim_missing(d) or _suspended(d) or _past_deadline(d) or _backing_off(d):
+        return d.done()
+    _run_gang(d, current, stale)
+    return d.done()
 
-    if spec.run_policy.suspend:
-        _suspend(d, current)
-        return _done(d)
-    if status.phase == "Suspended":
+
+def _force_out_stuck_pods(d: _Decision) -> None:
+    """Pods whose node is gone never finish terminating: force them out so the gang can return."""
+    stuck = timedelta(seconds=d.obs.settings.stuck_terminating_seconds)
+    for pod in d.obs.pods:
+        if pod.deletion is not None and d.now - pod.deletion > stuck:
+            d.plan.delete.append(PodDeletion(pod.name, force=True))
+        elif pod.deletion is not None:
+            d.plan.requeue((pod.deletion + stuck - d.now).total_seconds() + 1)
+
+
+def _named_claim_missing(d: _Decision) -> bool:
+    """A checkpoint claim the spec names (the operator never creates it) does not exist."""
+    claim, checkpoints = checkpoint_claim_name(d.job), d.job.spec.storage.checkpoints
+    if not claim or d.obs.claim_exists or not checkpoints or not checkpoints.claim_name:
+        return False
+    message = f"checkpoint claim {claim} does not exist; create it or fix spec.storage.checkpoints.claimName"
+    d.phase("Pending", "ClaimNotFound", message, warning=True)
+    d.condition("Scheduled", False, "ClaimNotFound", message)
+    d.plan.requeue(d.obs.settings.resync_seconds)
+    return True
+
+
+def _suspended(d: _Decision) -> bool:
+    if d.job.spec.run_policy.suspend:
+        _suspend(d)
+        return True
+    if d.old.phase == "Suspended":
         d.condition("Suspended", False, "Resumed", "the gang is recreated and resumes from its checkpoint")
         d.phase("Pending", "Resumed", "resuming: the gang is recreated and resumes from its checkpoint")
+    return False
 
-    deadline = spec.run_policy.active_deadline_seconds
-    if deadline and status.start_time:
-        left = (status.start_time + timedelta(seconds=deadline) - now).total_seconds()
-        if left <= 0:
-            d.finish(False, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
-            return _done(d)
-        d.plan.requeue(left)
 
-    if status.phase == "Restarting":
-        due = (status.last_restart_time or now) + timedelta(
-            seconds=backoff_seconds(spec.failure_policy.backoff_seconds, status.restarts)
-        )
-        if now < due:
-            d.plan.requeue((due - now).total_seconds())
-            return _done(d)
+def _past_deadline(d: _Decision) -> bool:
+    deadline, started = d.job.spec.run_policy.active_deadline_seconds, d.old.start_time
+    if not deadline or not started:
+        return False
+    left = (started + timedelta(seconds=deadline) - d.now).total_seconds()
+    if left <= 0:
+        d.finish(False, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+        return True
+    d.plan.requeue(left)
+    return False
 
-    _run_gang(d, current, stale)
-    return _done(d)
+
+def _backing_off(d: _Decision) -> bool:
+    """A restarting gang waits out its backoff before it is created again."""
+    status = d.old
+    if status.phase != "Restarting":
+        return False
+    wait = backoff_seconds(d.job.spec.failure_policy.backoff_seconds, status.restarts)
+    due = (status.last_restart_time or d.now) + timedelta(seconds=wait)
+    if d.now < due:
+        d.plan.requeue((due - d.now).total_seconds())
+        return True
+    return False
 
 
 def _invalid_spec_fixed(d: _Decision) -> bool:
@@ -302,7 +303,7 @@ def _ensure_supporting_objects(d: _Decision) -> None:
         d.plan.create.append(group)
 
 
-def _suspend(d: _Decision, current: list[RankPod]) -> None:
+def _suspend(d: _Decision) -> None:
     if d.old.phase != "Suspended":
         # the next gang is a new attempt, so the pods deleted now are not mistaken for lost ranks
         d.update(gang_attempt=d.old.gang_attempt + 1, gang_created_time=None, gang_running_time=None)
@@ -316,111 +317,120 @@ def _suspend(d: _Decision, current: list[RankPod]) -> None:
 
 
 def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> None:
-    obs, job, now = d.obs, d.job, d.now
-    spec = job.spec
-    policy = spec.failure_policy
+    spec = d.job.spec
     by_rank = {p.rank: p for p in current}
-    attempt = d.status.gang_attempt
-    names = {rank: rank_pod_name(job, rank) for rank in range(spec.replicas)}
-    missing = [r for r in range(spec.replicas) if r not in by_rank and names[r] not in obs.expected]
-
-    # a rank that failed, or vanished after the gang was complete, fails the whole gang
-    gone = [p for p in current if p.phase == "Failed" or (p.deleting and not p.finished)]
-    if missing and d.status.gang_created_time is not None:
-        gone += [RankPod(name=names[r], rank=r, attempt=attempt, reason="deleted") for r in missing]
-    if gone:
-        first = min(gone, key=lambda p: (p.exit_code is None, p.rank))
-        retryable, reason, message = _failure(first, policy.retryable_exit_codes, policy.restart_policy)
-        if retryable:
-            d.restart(reason if reason != "Failed" else "RankFailed", message)
-        else:
-            d.finish(False, reason, message)
+    names = {rank: rank_pod_name(d.job, rank) for rank in range(spec.replicas)}
+    missing = [r for r in range(spec.replicas) if r not in by_rank and names[r] not in d.obs.expected]
+    if _gang_failed(d, current, missing, names):
         return
-
     if len(current) == spec.replicas and all(p.phase == "Succeeded" for p in current):
         d.finish(True, "Succeeded", f"all {spec.replicas} ranks exited 0")
         return
-
     if missing:
-        stale_names = {p.name for p in stale}
-        creatable = [rank for rank in missing if names[rank] not in stale_names]  # old pods must be gone first
-        for rank in creatable:
-            d.plan.create.append(rank_pod(job, rank, attempt, obs.settings))
-        d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
-        if len(creatable) == len(missing):
-            # once these creates succeed every rank exists: the gang is recorded in the same
-            # status write (the apply layer takes it back when the API server refuses a create)
-            d.update(gang_created_time=now)
-            d.condition("Scheduled", False, "Creating", f"creating {len(missing)}/{spec.replicas} ranks")
-        else:
-            d.condition("Scheduled", False, "Creating", f"{spec.replicas - len(missing)}/{spec.replicas} ranks created")
-        d.plan.routine_progress = True
-        d.plan.requeue(obs.settings.expectation_seconds)
+        _create_missing(d, missing, {p.name for p in stale}, names)
         return
-
     if d.status.gang_created_time is None:  # every rank is there, but the pass that created them did not record it
-        d.update(gang_created_time=now)
-    created = d.status.gang_created_time or now
-
+        d.update(gang_created_time=d.now)
     if d.status.phase == "Restarting":
-        d.condition("Restarting", False, "GangRecreated", f"gang attempt {attempt} created")
-
+        d.condition("Restarting", False, "GangRecreated", f"gang attempt {d.status.gang_attempt} created")
     _hang_check(d, current)
     if d.status.phase == "Restarting":  # restarted by the hang check
         return
-
-    gated = [p for p in current if p.gated]
-    unscheduled = [p for p in current if not p.scheduled and p.phase == "Pending"]
     # created, not yet delivered by the watch: not scheduled as far as anyone knows
     unseen = sum(1 for r in range(spec.replicas) if r not in by_rank)
     if unseen:
-        d.plan.requeue(obs.settings.expectation_seconds)  # then the reconciler asks the API server
-    pulling = [p for p in current if p.image_pull_error]
-    running = [p for p in current if p.running]
-    done = [p for p in current if p.phase == "Succeeded"]
-    timeout = spec.scheduling_policy.schedule_timeout_seconds
-    waited = (now - created).total_seconds()
+        d.plan.requeue(d.obs.settings.expectation_seconds)  # then the reconciler asks the API server
+    if _all_scheduled(d, current, unseen):
+        _report_running(d, current)
 
+
+def _gang_failed(d: _Decision, current: list[RankPod], missing: list[int], names: dict[int, str]) -> bool:
+    """A rank that failed, or vanished after the gang was complete, fails the whole gang."""
+    policy = d.job.spec.failure_policy
+    gone = [p for p in current if p.phase == "Failed" or (p.deleting and not p.finished)]
+    if missing and d.status.gang_created_time is not None:
+        attempt = d.status.gang_attempt
+        gone += [RankPod(name=names[r], rank=r, attempt=attempt, reason="deleted") for r in missing]
+    if not gone:
+        return False
+    first = min(gone, key=lambda p: (p.exit_code is None, p.rank))
+    retryable, reason, message = _failure(first, policy.retryable_exit_codes, policy.restart_policy)
+    if retryable:
+        d.restart(reason if reason != "Failed" else "RankFailed", message)
+    else:
+        d.finish(False, reason, message)
+    return True
+
+
+def _create_missing(d: _Decision, missing: list[int], stale_names: set[str], names: dict[int, str]) -> None:
+    replicas, attempt = d.job.spec.replicas, d.status.gang_attempt
+    creatable = [rank for rank in missing if names[rank] not in stale_names]  # old pods must be gone first
+    for rank in creatable:
+        d.plan.create.append(rank_pod(d.job, rank, attempt, d.obs.settings))
+    d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
+    if len(creatable) == len(missing):
+        # once these creates succeed every rank exists: the gang is recorded in the same status
+        # write (``refused`` takes it back when the API server refuses a create)
+        d.update(gang_created_time=d.now)
+        d.condition("Scheduled", False, "Creating", f"creating {len(missing)}/{replicas} ranks")
+    else:
+        d.condition("Scheduled", False, "Creating", f"{replicas - len(missing)}/{replicas} ranks created")
+    d.plan.routine_progress = True
+    d.plan.requeue(d.obs.settings.expectation_seconds)
+
+
+def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
+    """Reports a gang still queued or being scheduled; True when every rank is scheduled."""
+    spec = d.job.spec
+    gated = [p for p in current if p.gated]
+    unscheduled = [p for p in current if not p.scheduled and p.phase == "Pending"]
     if gated:
         message = f"{len(gated)}/{spec.replicas} ranks wait for admission by the gang scheduler"
         d.phase("Queued", "Queued", message)
         d.condition("Scheduled", False, "Queued", message)
-    elif unscheduled or unseen:
-        why = next((p.unschedulable for p in unscheduled if p.unschedulable), None)
-        scheduled = spec.replicas - len(unscheduled) - unseen
-        message = f"{scheduled}/{spec.replicas} ranks scheduled" + (f"; the scheduler says: {why}" if why else "")
-        if waited >= timeout:
-            if spec.scheduling_policy.on_schedule_timeout == "Fail":
-                d.finish(False, "Unschedulable", f"{message} (waited {timeout}s)")
-                return
-            d.condition("Scheduled", False, "Unschedulable", f"{message} (waited over {timeout}s)")
-            d.phase("Pending", "Unschedulable", message, warning=True)
-        else:
-            d.condition("Scheduled", False, "WaitingForGang", message)
-            d.phase("Pending", "WaitingForGang", message)
-            d.plan.routine_progress = why is None  # the scheduler's refusal is news, its queue is not
-            d.plan.requeue(timeout - waited)
+        return False
+    if not unscheduled and not unseen:
+        return True
+    timeout = spec.scheduling_policy.schedule_timeout_seconds
+    waited = (d.now - (d.status.gang_created_time or d.now)).total_seconds()
+    why = next((p.unschedulable for p in unscheduled if p.unschedulable), None)
+    scheduled = spec.replicas - len(unscheduled) - unseen
+    message = f"{scheduled}/{spec.replicas} ranks scheduled" + (f"; the scheduler says: {why}" if why else "")
+    if waited < timeout:
+        d.condition("Scheduled", False, "WaitingForGang", message)
+        d.phase("Pending", "WaitingForGang", message)
+        d.plan.routine_progress = why is None  # the scheduler's refusal is news, its queue is not
+        d.plan.requeue(timeout - waited)
+    elif spec.scheduling_policy.on_schedule_timeout == "Fail":
+        d.finish(False, "Unschedulable", f"{message} (waited {timeout}s)")
     else:
-        d.condition("Scheduled", True, "AllRanksScheduled", f"all {spec.replicas} ranks scheduled")
-        if pulling:
-            message = f"rank {pulling[0].rank} cannot pull its image: {pulling[0].image_pull_error}"
-            d.condition("Running", False, "ImagePullFailed", message)
-            d.phase("Pending", "ImagePullFailed", message, warning=True)
-        elif running and len(running) + len(done) == spec.replicas:
-            first_time = d.status.gang_running_time is None
-            d.update(
-                gang_running_time=d.status.gang_running_time or now,
-                start_time=d.status.start_time or now,
-            )
-            d.condition("Running", True, "Running", f"all {spec.replicas} ranks running (attempt {attempt})")
-            d.phase("Running", "Running", f"all {spec.replicas} ranks running (attempt {attempt})")
-            if first_time and spec.failure_policy.hang_timeout_seconds:
-                d.plan.requeue(spec.failure_policy.hang_timeout_seconds)
-        else:
-            message = f"{len(running)}/{spec.replicas} ranks running"
-            d.condition("Running", False, "ContainersStarting", message)
-            d.phase("Pending", "ContainersStarting", message)
-            d.plan.routine_progress = True
+        d.condition("Scheduled", False, "Unschedulable", f"{message} (waited over {timeout}s)")
+        d.phase("Pending", "Unschedulable", message, warning=True)
+    return False
+
+
+def _report_running(d: _Decision, current: list[RankPod]) -> None:
+    spec, attempt = d.job.spec, d.status.gang_attempt
+    d.condition("Scheduled", True, "AllRanksScheduled", f"all {spec.replicas} ranks scheduled")
+    pulling = [p for p in current if p.image_pull_error]
+    running = [p for p in current if p.running]
+    done = [p for p in current if p.phase == "Succeeded"]
+    if pulling:
+        message = f"rank {pulling[0].rank} cannot pull its image: {pulling[0].image_pull_error}"
+        d.condition("Running", False, "ImagePullFailed", message)
+        d.phase("Pending", "ImagePullFailed", message, warning=True)
+    elif running and len(running) + len(done) == spec.replicas:
+        first_time = d.status.gang_running_time is None
+        d.update(gang_running_time=d.status.gang_running_time or d.now, start_time=d.status.start_time or d.now)
+        d.condition("Running", True, "Running", f"all {spec.replicas} ranks running (attempt {attempt})")
+        d.phase("Running", "Running", f"all {spec.replicas} ranks running (attempt {attempt})")
+        if first_time and spec.failure_policy.hang_timeout_seconds:
+            d.plan.requeue(spec.failure_policy.hang_timeout_seconds)
+    else:
+        message = f"{len(running)}/{spec.replicas} ranks running"
+        d.condition("Running", False, "ContainersStarting", message)
+        d.phase("Pending", "ContainersStarting", message)
+        d.plan.routine_progress = True
 
 
 def _hang_check(d: _Decision, current: list[RankPod]) -> None:
@@ -448,8 +458,43 @@ def _expire(d: _Decision) -> None:
         d.plan.requeue(left)
 
 
-def _done(d: _Decision) -> Plan:
-    new = d.status.to_wire()
-    if new != (d.old.to_wire() if d.obs.job.status is not None else None):
-        d.plan.status = new
-    return d.plan
+def refused(job: TrainingJob, plan: Plan, message: str, now: datetime) -> Plan:
+    """``plan`` once the API server refused one of its objects (quota, admission, a bad podTemplate).
+
+    The refusal becomes the reason in status. A gang the decision recorded as created in this
+    pass is not: the next pass creates the ranks still missing rather than taking them for lost.
+    """
+    before = job.status or TrainingJobStatus()
+    status = TrainingJobStatus.model_validate(plan.status or before.to_wire())
+    conditions = set_condition(
+        list(status.conditions), "Scheduled", "False", "CreationFailed", message, generation_of(job.metadata), now
+    )
+    update = {"conditions": conditions, "gang_created_time": before.gang_created_time}
+    answer = replace(
+        plan,
+        status=status.model_copy(update=update).to_wire(),
+        events=[*plan.events, Event("Warning", "CreationFailed", message)],
+        routine_progress=False,
+    )
+    answer.requeue(REFUSED_RETRY_SECONDS)
+    return answer
+
+
+def invalid(status: dict[str, Any], metadata: dict[str, Any], problem: str, now: datetime) -> Plan:
+    """A spec the API server admitted but the operator cannot use: Failed with InvalidSpec, never a crash.
+
+    ``status`` is the job's status as the server has it; nothing is written when it says so already.
+    """
+    try:
+        old = TrainingJobStatus.model_validate(status)
+    except ValidationError:
+        old = TrainingJobStatus()
+    generation = generation_of(metadata)
+    message = f"invalid spec: {problem}"
+    conditions = set_condition(list(old.conditions), "Failed", "True", "InvalidSpec", message, generation, now)
+    new = old.model_copy(update={"phase": "Failed", "conditions": conditions, "observed_generation": generation})
+    plan = Plan()
+    if merge_patch(status, new.to_wire()):
+        plan.status = new.to_wire()
+        plan.events.append(Event("Warning", "InvalidSpec", message))
+    return plan

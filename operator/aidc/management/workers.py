@@ -141,9 +141,8 @@ class Workers:
         """Stop every worker; for each one already woken (poked, settling, or in a pass), make one
         more pass here, in the stopping task.
 
-        So a graceful stop loses nothing a worker was told of. Without it, a worker settling when
-        the operator stopped had seen a gang come up but not recorded it (round 1 of the operator
-        benchmark turned the settle off for that reason). The pass is made here rather than left
+        So a graceful stop loses nothing a worker was told of: a worker settling when the operator
+        stopped has seen a gang come up but not recorded it. The pass is made here rather than left
         to the worker's own task because kopf's shutdown may cancel that task first. A pass cut
         short by the cancellation is simply made again: passes are idempotent.
         """

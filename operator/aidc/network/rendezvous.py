@@ -1,4 +1,7 @@
-"""The headless Service that gives every rank a stable DNS name (``<job>-<rank>.<job>-gang.<ns>.svc``)."""
+"""The headless Service that gives every rank a stable DNS name (``<job>-<rank>.<job>-gang.<ns>.svc``).
+
+Its name and rank 0's address are in ``aidc.identity.names``: the ranks' pods need them too.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,8 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.trainingjob import TrainingJob
-from aidc.compute.labels import job_labels, owner_reference
-
-
-def service_name(job: TrainingJob) -> str:
-    """``<job>-gang``; pods use it as their ``subdomain``. Not the job's own name: that is left to an
-    InferenceService serving the job's model, whose Service is named after it."""
-    return f"{job.metadata['name']}-gang"
-
-
-def master_address(job: TrainingJob) -> str:
-    """Rank 0's hostname through the headless Service; stable across gang restarts."""
-    name = str(job.metadata["name"])
-    return f"{name}-0.{service_name(job)}.{job.metadata['namespace']}.svc"
+from aidc.identity.labels import job_labels, owner_reference
+from aidc.identity.names import rendezvous_service_name
 
 
 def rendezvous_service(job: TrainingJob) -> dict[str, Any]:
@@ -27,7 +19,7 @@ def rendezvous_service(job: TrainingJob) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": service_name(job),
+            "name": rendezvous_service_name(job),
             "namespace": job.metadata["namespace"],
             "labels": job_labels(job, component="rendezvous"),
             "ownerReferences": [owner_reference(job)],

@@ -6,8 +6,7 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService
-from aidc.compute.labels import owner_reference
-from aidc.compute.serving import selector_labels, serving_labels
+from aidc.identity.labels import owner_reference, selector_labels, serving_labels
 
 
 def inference_url(isvc: InferenceService, cluster_domain: str) -> str:

@@ -1,32 +1,15 @@
-"""The checkpoint claim: which claim, which folder in it, and the claim the operator creates."""
+"""The checkpoint claim the operator creates, and where in a claim a reported folder lies.
+
+Which claim and which folder a job uses are in ``aidc.identity.names``: the ranks' pods need them too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aidc import contract
 from aidc.api.trainingjob import TrainingJob
-from aidc.compute.labels import job_labels, owner_reference
-
-
-def checkpoint_claim_name(job: TrainingJob) -> str | None:
-    """The claim that holds this job's checkpoints, or None when the job keeps none."""
-    checkpoints = job.spec.storage.checkpoints
-    if checkpoints is None:
-        return None
-    return checkpoints.claim_name or f"{job.metadata['name']}-checkpoints"
-
-
-def checkpoint_sub_path(job: TrainingJob) -> str:
-    """Folder of this job inside its checkpoint claim (the job's name unless the spec says)."""
-    checkpoints = job.spec.storage.checkpoints
-    sub_path = checkpoints.sub_path if checkpoints else None
-    return (sub_path or str(job.metadata["name"])).strip("/")
-
-
-def checkpoint_dir(job: TrainingJob) -> str:
-    """AIDC_CHECKPOINT_DIR inside rank 0: the job's folder on the mounted claim."""
-    return f"{contract.CHECKPOINT_MOUNT}/{checkpoint_sub_path(job)}"
+from aidc.identity.labels import job_labels, owner_reference
+from aidc.identity.names import checkpoint_claim_name, checkpoint_sub_path
 
 
 def owned_claim(job: TrainingJob) -> dict[str, Any] | None:

@@ -18,12 +18,7 @@ from typing import Final
 from aidc_trainer import contract
 from aidc_trainer.errors import ConfigError
 
-ENV_MODEL_DIR: Final = "AIDC_MODEL_DIR"
-ENV_MODEL_NAME: Final = "AIDC_MODEL_NAME"
-ENV_HTTP_PORT: Final = "AIDC_HTTP_PORT"
-ENV_MAX_BATCH_SIZE: Final = "AIDC_MAX_BATCH_SIZE"
-ENV_MAX_DELAY_MS: Final = "AIDC_MAX_DELAY_MS"
-ENV_MAX_REQUEST_BYTES: Final = "AIDC_MAX_REQUEST_BYTES"
+# What the operator sets is in the contract; the device is chosen by whoever runs the image.
 ENV_DEVICE: Final = "AIDC_DEVICE"
 
 DEVICES: Final = ("auto", "cpu", "cuda")
@@ -78,19 +73,43 @@ def _device(text: str) -> str:
 _FLAGS: Final[tuple[tuple[str, str | None, Callable[[str], object], object, str], ...]] = (
     (
         "--model-dir",
-        ENV_MODEL_DIR,
+        contract.ENV_MODEL_DIR,
         Path,
         Path(contract.MODEL_MOUNT),
         "exported model folder (read-only is fine)",
     ),
-    ("--model-name", ENV_MODEL_NAME, _model_name, "model", "the name clients use in /v2/models/<name>"),
+    (
+        "--model-name",
+        contract.ENV_MODEL_NAME,
+        _model_name,
+        "model",
+        "the name clients use in /v2/models/<name>",
+    ),
     ("--host", None, str, "0.0.0.0", "address to listen on"),
-    ("--port", ENV_HTTP_PORT, _bounded_int(0, 65535), contract.SERVER_PORT, "HTTP port (0: any free port)"),
-    ("--max-batch-size", ENV_MAX_BATCH_SIZE, _bounded_int(1, 4096), 32, "rows per forward pass, at most"),
-    ("--max-delay-ms", ENV_MAX_DELAY_MS, _delay_ms, 5.0, "longest wait for a batch to fill, in milliseconds"),
+    (
+        "--port",
+        contract.ENV_HTTP_PORT,
+        _bounded_int(0, 65535),
+        contract.SERVER_PORT,
+        "HTTP port (0: any free port)",
+    ),
+    (
+        "--max-batch-size",
+        contract.ENV_MAX_BATCH_SIZE,
+        _bounded_int(1, 4096),
+        32,
+        "rows per forward pass, at most",
+    ),
+    (
+        "--max-delay-ms",
+        contract.ENV_MAX_DELAY_MS,
+        _delay_ms,
+        5.0,
+        "longest wait for a batch to fill, in milliseconds",
+    ),
     (
         "--max-request-bytes",
-        ENV_MAX_REQUEST_BYTES,
+        contract.ENV_MAX_REQUEST_BYTES,
         _bounded_int(1024, 1 << 31),
         8 * 1024 * 1024,
         "body limit",

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from aidc import contract
+
 TRAINER_SERVICE_ACCOUNT = "aidc-trainer"
-_LABELS = {"app.kubernetes.io/part-of": "aidc", "app.kubernetes.io/managed-by": "aidc-operator"}
+_LABELS = {contract.LABEL_APP_PART_OF: contract.APP_PART_OF, contract.LABEL_APP_MANAGED_BY: contract.OPERATOR_NAME}
 
 
 def trainer_identity(namespace: str) -> list[dict[str, Any]]:
