@@ -244,7 +244,7 @@ def test_the_chart_service_account_runs_a_training_job_to_succeeded(
         wait_for(lambda: get(kube, namespace, tj, "rbac"), until=lambda j: condition_is(j, "Running"), timeout=60)
         core = client.CoreV1Api(kube)
         assert core.read_namespaced_persistent_volume_claim("rbac-checkpoints", namespace)
-        assert core.read_namespaced_service("rbac", namespace)
+        assert core.read_namespaced_service("rbac-gang", namespace)
         # the trainer's Role grants pods get/patch: created only because the operator holds them
         assert client.RbacAuthorizationV1Api(kube).read_namespaced_role("aidc-trainer", namespace)
         for pod in pods(kube, namespace, "rbac"):

@@ -151,3 +151,25 @@ def test_autoscaling_makes_an_hpa(
         )
         assert hpa.spec.min_replicas == 2 and hpa.spec.max_replicas == 4
         assert hpa.spec.scale_target_ref.name == "elastic"
+
+
+def test_a_service_of_that_name_the_operator_did_not_make_is_refused_and_left_alone(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    core = client.CoreV1Api(kube)
+    create_models_claim(core, namespace)
+    theirs = {"metadata": {"name": "taken"}, "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80}]}}
+    core.create_namespaced_service(namespace, theirs)
+    with run_operator(namespace):
+        create(kube, namespace, ISVC, inference_service_body("taken", {"model": {"storageUri": "pvc://models/m"}}))
+        status = wait_for(
+            lambda: get(kube, namespace, ISVC, "taken"),
+            until=lambda s: (condition(s, "Ready") or {}).get("reason") == "CreationFailed",
+            timeout=60,
+            message="Ready=False CreationFailed: the Service name is taken",
+        )
+    assert status["status"]["phase"] == "Failed"
+    message = condition(status, "Ready")["message"]  # type: ignore[index]
+    assert "Service taken" in message and "does not own" in message
+    service = core.read_namespaced_service("taken", namespace)
+    assert service.spec.selector == {"app": "theirs"} and not service.metadata.owner_references

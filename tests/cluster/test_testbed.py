@@ -274,7 +274,7 @@ def test_the_report_of_a_failed_install_says_what_its_pods_wait_for(
     core.create_namespaced_pod(namespace, body=stuck)
     report = wait_for(
         lambda: pods_report(kube, namespace),
-        until=lambda text: "FailedScheduling" in text,
+        until=lambda text: "FailedScheduling" in text and "PodScheduled=False" in text,
         message="the scheduler's refusal in the report",
     )
     assert "pod stuck-0: Pending on (unscheduled)" in report

@@ -96,6 +96,20 @@ class Cluster:
             raise CreationRefusedError(kind, name, error.status, error.message) from error
         return True
 
+    async def create_owned(self, body: dict[str, Any]) -> bool:
+        """:meth:`create` of an object with an owner; one of that name that another owner controls (or
+        none) is refused, not leaned on: a user's own Service must not stand in for the operator's."""
+        if await self.create(body):
+            return True
+        kind, meta = body["kind"], body["metadata"]
+        owner = meta["ownerReferences"][0]
+        plural = _PLURALS.get(kind) or kind.lower() + "s"
+        answer = await self._send("get", plural, "GET", f"{_path(body, plural)}/{meta['name']}", None)
+        if not is_owned_by(json.loads(answer), owner["uid"]):
+            problem = f"a {kind} of that name exists that this {owner['kind']} does not own: delete or rename it"
+            raise CreationRefusedError(kind, meta["name"], 409, problem)
+        return False
+
     async def ensure_trainer_identity(self, namespace: str) -> None:
         """The trainer's ServiceAccount, Role and RoleBinding in ``namespace``, once per process.
 

@@ -117,7 +117,7 @@ class ServingReconciler:
         """Creates, updates and removes what ``plan`` says, in that order; the first refusal stops it."""
         try:
             for obj in plan.create:
-                await self.cluster.create(obj)
+                await self.cluster.create_owned(obj)
             for obj in plan.update:
                 await self.cluster.apply(obj)
             for kind, name in plan.remove:
