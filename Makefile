@@ -17,7 +17,7 @@ help:  ## list the targets
 $(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' -e ./trainer-image
+	$(BIN)/pip install --quiet -e '.[test]' -e './trainer-image[images]'
 	touch $@
 
 venv: $(VENV)/.installed  ## the Python environment: operator, trainer (torch) and test tools

@@ -186,6 +186,35 @@ def test_a_failed_rank_s_message_carries_the_kubelet_s_reason(reason: str | None
     assert f"rank 1 (pod mnist-1) {said}" in message
 
 
+def _failed(rank: int, code: int, seconds_ago: float) -> RankPod:
+    return pod(rank, "Failed", exit_code=code, finished_at=NOW - timedelta(seconds=seconds_ago))
+
+
+@pytest.mark.parametrize(
+    ("pods", "outcome"),
+    [
+        # rank 1 was killed first (137); rank 0's collective failed after it (exit 1): a restart
+        ([_failed(0, 1, 1), _failed(1, 137, 2)], "Restarting"),
+        # in the same second the retryable failure is taken as the cause
+        ([_failed(0, 1, 1), _failed(1, 137, 1)], "Restarting"),
+        # a permanent failure while a peer still runs waits for the peer to report ...
+        ([_failed(0, 1, 1), pod(1)], None),
+        # ... but not for ever
+        ([_failed(0, 1, 11), pod(1)], "Failed"),
+        ([_failed(0, 1, 1), _failed(1, 1, 1)], "Failed"),
+    ],
+)
+def test_the_gang_fails_for_the_rank_that_failed_first(pods: list[RankPod], outcome: str | None) -> None:
+    plan = run(job(status=RUNNING), pods)
+    if outcome is None:
+        assert plan.status is None or plan.status.get("phase", "Running") == "Running"
+        assert not plan.delete and plan.requeue_after is not None and plan.requeue_after <= 10
+        return
+    assert status_of(plan)["phase"] == outcome
+    if outcome == "Restarting":
+        assert any("rank 1 (pod mnist-1) exited with code 137" in c["message"] for c in status_of(plan)["conditions"])
+
+
 @pytest.mark.parametrize(
     ("policy", "code", "outcome"),
     [

@@ -39,6 +39,7 @@ class RankPod:
     exit_code: int | None = None
     reason: str | None = None  # Evicted, OOMKilled, DeadlineExceeded, ...
     message: str | None = None  # termination message
+    finished_at: datetime | None = None  # the trainer container's finishedAt
     disrupted: str | None = None  # DisruptionTarget reason: node lost, preempted
     progress: dict[str, Any] | None = None
 
@@ -104,6 +105,7 @@ def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
         exit_code=terminated.get("exitCode"),
         reason=terminated.get("reason") or status.get("reason"),
         message=(terminated.get("message") or status.get("message") or None),
+        finished_at=parse_time(terminated.get("finishedAt")),
         disrupted=disruption.get("reason") if disruption.get("status") == "True" else None,
         progress=progress,
     )

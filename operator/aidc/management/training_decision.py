@@ -43,6 +43,9 @@ from aidc.storage.claims import model_location, owned_claim
 MAX_BACKOFF_SECONDS = 600
 # a refused object is tried again this soon (a quota freed, a policy fixed)
 REFUSED_RETRY_SECONDS = 30
+# A rank that dies takes its peers' collectives down with it (they exit 1 moments later), and the
+# kubelet may report those first: a permanent failure waits this long for running peers to report.
+FAILURE_SETTLE_SECONDS = 10
 FINISHED = ("Succeeded", "Failed")
 
 
@@ -353,13 +356,27 @@ def _gang_failed(d: _Decision, current: list[RankPod], missing: list[int], names
         gone += [RankPod(name=names[r], rank=r, attempt=attempt, reason="deleted") for r in missing]
     if not gone:
         return False
-    first = min(gone, key=lambda p: (p.exit_code is None, p.rank))
-    retryable, reason, message = _failure(first, policy.retryable_exit_codes, policy.restart_policy)
+    causes = [(pod, _failure(pod, policy.retryable_exit_codes, policy.restart_policy)) for pod in gone]
+    # the gang's cause is the rank that failed first; in the same second, a retryable failure (the
+    # other is likely its consequence), then the lowest rank
+    first, (retryable, reason, message) = min(
+        causes, key=lambda c: (c[0].exit_code is None, c[0].finished_at or d.now, not c[1][0], c[0].rank)
+    )
+    if not retryable and _peers_may_still_report(d, current, first):
+        d.plan.requeue(FAILURE_SETTLE_SECONDS)
+        return True
     if retryable:
         d.restart(reason if reason != "Failed" else "RankFailed", message)
     else:
         d.finish(False, reason, message)
     return True
+
+
+def _peers_may_still_report(d: _Decision, current: list[RankPod], first: RankPod) -> bool:
+    """Whether other ranks still run, within FAILURE_SETTLE_SECONDS of ``first`` failing."""
+    if first.finished_at is None or d.now - first.finished_at >= timedelta(seconds=FAILURE_SETTLE_SECONDS):
+        return False
+    return any(not p.finished for p in current if p.name != first.name)
 
 
 def _create_missing(d: _Decision, missing: list[int], stale_names: set[str], names: dict[int, str]) -> None:
