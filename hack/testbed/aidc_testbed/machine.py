@@ -20,7 +20,11 @@ from aidc_testbed.process import is_running
 from aidc_testbed.state import TestbedState
 
 CLAIM = Path("/run/aidc-testbed/real-nodes")
-NODE_PROCESSES = ("containerd-", "kubelet-", "kube-proxy")
+
+
+def is_node_process(name: str) -> bool:
+    """Whether a process the state file names is one of a real node's (containerd, kubelet, kube-proxy)."""
+    return name.startswith(("containerd-", "kubelet-")) or name == "kube-proxy"
 
 
 class MachineTakenError(RuntimeError):
@@ -83,4 +87,4 @@ def _runs_real_nodes(owner: Path) -> bool:
     state = TestbedState.load(Layout(owner).state_file)
     if state is None:
         return False
-    return any(is_running(p) for p in state.processes if p.name.startswith(NODE_PROCESSES))
+    return any(is_running(p) for p in state.processes if is_node_process(p.name))

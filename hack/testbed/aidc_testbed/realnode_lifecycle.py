@@ -201,13 +201,13 @@ def start_real_nodes(
 def stop_real_nodes(tools_dir: Path, layout: Layout, state: TestbedState | None) -> list[str]:
     """Stop the real nodes' processes and pods and restore the machine; what could not be undone."""
     running = state.processes if state else []
-    mine = [p for p in running if _is_real_node_process(p.name)]
+    mine = [p for p in running if machine.is_node_process(p.name)]
     process.stop([p for p in mine if p.name.startswith(("kubelet-", "kube-proxy"))])
     for node_root in _node_roots(layout):
         _remove_pods(tools_dir, node_root)
     process.stop([p for p in mine if p.name.startswith("containerd-")])
     if state is not None:
-        state.processes = [p for p in state.processes if not _is_real_node_process(p.name)]
+        state.processes = [p for p in state.processes if not machine.is_node_process(p.name)]
     other = machine.other_owner(layout)
     if other is not None:  # what is left is named like the other bed's: leave it, and the journal
         if host.HostJournal.load(layout.host_journal).is_empty():
@@ -222,10 +222,6 @@ def stop_real_nodes(tools_dir: Path, layout: Layout, state: TestbedState | None)
     problems = host.restore(journal)
     machine.release(layout)
     return problems
-
-
-def _is_real_node_process(name: str) -> bool:
-    return name.startswith(("containerd-", "kubelet-")) or name == "kube-proxy"
 
 
 def _node_roots(layout: Layout) -> list[Path]:
