@@ -16,9 +16,9 @@ class IntOrString:
 
 @dataclass(frozen=True)
 class FreeForm:
-    """``x-kubernetes-preserve-unknown-fields``: Kubernetes types passed through verbatim
-    (tolerations, affinity, env ``valueFrom``, pod-spec fields), validated by the API server
-    when the operator creates the pod rather than duplicated here."""
+    """``x-kubernetes-preserve-unknown-fields``: the pod-spec overrides, passed through verbatim
+    and validated by the API server when the operator creates the pod (a refusal there fails
+    the job with InvalidSpec). Tolerations, affinity and env are typed instead (``core``)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,4 @@ class ListMapKeys:
     keys: tuple[str, ...]
 
 
-Quantity = Annotated[int | str, IntOrString()]
 FreeFormObject = Annotated[dict[str, Any], FreeForm()]
-FreeFormValue = Annotated[Any, FreeForm()]
