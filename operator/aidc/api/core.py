@@ -150,7 +150,7 @@ def _values_rules(
     listed: tuple[str, ...], bare: tuple[str, ...], compared: tuple[str, ...] = ()
 ) -> tuple[CelRule, ...]:
     """The rules on ``values`` of a selector requirement, per its operator (as the pod validation has them)."""
-    rules = (
+    rules: tuple[CelRule, ...] = (
         CelRule(
             f"!(self.operator in {_cel_list(listed)}) || (has(self.values) && self.values.size() > 0)",
             f"operators {' and '.join(listed)} need values",
