@@ -110,6 +110,8 @@ class TrainingReconciler:
         plan = decide(observation)
         refusal = await self._apply_objects(job, plan, memory)
         if refusal is not None:
+            if refusal.refusal.blames_the_spec:
+                self.metrics.invalid_specs.labels("TrainingJob").inc()
             plan = refused(replace(observation, now=datetime.now(UTC)), plan, refusal.refusal)
         updated, wait = await self._report(job, body, seen.get("status") or {}, plan, memory)
         if wait is None:
