@@ -98,14 +98,15 @@ def test_kubectl_dry_run_client_and_printer_columns(testbed: Any, crds_applied: 
 
 def _table(kube: client.ApiClient, path: str) -> list[dict[str, Any]]:
     """The rows of ``path`` as the API server prints them (what kubectl get shows), by column name."""
-    answer = kube.call_api(
-        path,
+    request = kube.param_serialize(
         "GET",
+        path,
         header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
         auth_settings=["BearerToken"],
-        _preload_content=False,
     )
-    table = json.loads(answer[0].data)
+    answer = kube.call_api(*request)
+    answer.read()
+    table = json.loads(answer.data)
     names = [c["name"] for c in table["columnDefinitions"]]
     return [dict(zip(names, row["cells"], strict=True)) for row in table["rows"]]
 

@@ -13,6 +13,9 @@ from typing import Annotated, Any
 class IntOrString:
     """``x-kubernetes-int-or-string``: resource quantities such as ``4`` or ``"16Gi"``."""
 
+    # maxLength of the string form (CEL cost estimates need a bound); none when 0
+    max_length: int = 0
+
 
 @dataclass(frozen=True)
 class FreeForm:

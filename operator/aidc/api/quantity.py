@@ -15,6 +15,8 @@ from typing import Annotated
 from aidc.api.base import FieldRule
 from aidc.api.markers import IntOrString
 
+# a bound on the string keeps the rule's estimated cost within the API server's budget in lists (env)
+MAX_LENGTH = 64
 _QUANTITY = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
 
 
@@ -24,13 +26,15 @@ def is_non_negative_quantity(value: object) -> bool:
         return False
     if isinstance(value, int):
         return value >= 0
-    return isinstance(value, str) and _QUANTITY.fullmatch(value) is not None and not value.startswith("-")
+    if not isinstance(value, str) or len(value) > MAX_LENGTH:
+        return False
+    return _QUANTITY.fullmatch(value) is not None and not value.startswith("-")
 
 
 QUANTITY_RULE = FieldRule(
-    "type(self) == int ? self >= 0 : (isQuantity(self) && quantity(self).sign() >= 0)",
+    "type(self) == int ? self >= 0 : (isQuantity(self) && !quantity(self).isLessThan(quantity('0')))",
     "must be a non-negative Kubernetes quantity such as 4, 500m or 16Gi (Gi, not GB)",
     is_non_negative_quantity,
 )
 
-Quantity = Annotated[int | str, IntOrString(), QUANTITY_RULE]
+Quantity = Annotated[int | str, IntOrString(max_length=MAX_LENGTH), QUANTITY_RULE]

@@ -113,8 +113,12 @@ def _plain_type_schema(annotation: Any, metadata: list[Any]) -> Schema:
         if origin is dict or annotation is dict:
             return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         return {"x-kubernetes-preserve-unknown-fields": True}
-    if any(isinstance(m, IntOrString) for m in metadata):
-        return {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    marker = next((m for m in metadata if isinstance(m, IntOrString)), None)
+    if marker is not None:
+        either: Schema = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+        if marker.max_length:
+            either["maxLength"] = marker.max_length
+        return either
     if origin in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
         if len(members) != 1:
