@@ -27,7 +27,7 @@ cleanup() {
   if [[ -n "$port_forward" ]]; then kill "$port_forward" 2>/dev/null || true; fi
   if [[ $status -ne 0 ]]; then
     say "failed (exit $status): what the cluster shows"
-    "${KUBECTL[@]}" get trainingjobs,inferenceservices,pods,pvc -A -o wide || true
+    "${KUBECTL[@]}" get trainingjobs.aidc.io,inferenceservices.aidc.io,pods,pvc -A -o wide || true
     "${KUBECTL[@]}" -n "$OPERATOR_NAMESPACE" logs deployment/"$RELEASE" --tail=100 || true
   fi
   if [[ "${AIDC_KIND_KEEP:-0}" == 1 ]]; then
@@ -70,7 +70,7 @@ say "training: examples/trainingjob-digits-cpu.yaml"
 
 say "serving: examples/inferenceservice-digits.yaml"
 "${KUBECTL[@]}" -n "$NAMESPACE" apply -f examples/inferenceservice-digits.yaml
-"${KUBECTL[@]}" -n "$NAMESPACE" wait --for=condition=Ready inferenceservice/digits --timeout=10m
+"${KUBECTL[@]}" -n "$NAMESPACE" wait --for=condition=Ready inferenceservices.aidc.io/digits --timeout=10m
 "${KUBECTL[@]}" -n "$NAMESPACE" port-forward service/digits "${LOCAL_PORT}:8080" > /dev/null &
 port_forward=$!
 
@@ -107,7 +107,7 @@ PY
 
 say "cleaning up"
 kill "$port_forward" && port_forward=""
-"${KUBECTL[@]}" -n "$NAMESPACE" delete inferenceservice/digits trainingjob/digits --wait=true --timeout=2m
+"${KUBECTL[@]}" -n "$NAMESPACE" delete inferenceservices.aidc.io/digits trainingjobs.aidc.io/digits --wait=true --timeout=2m
 "${KUBECTL[@]}" delete namespace "$NAMESPACE" --wait=true --timeout=5m
 "${HELM[@]}" uninstall "$RELEASE" --namespace "$OPERATOR_NAMESPACE" --wait
 say "kind end to end: passed"

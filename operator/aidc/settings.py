@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _int(name: str, default: int) -> int:
@@ -49,7 +49,6 @@ class OperatorSettings:
     # stop lets a worker within the wait make its pass (Workers.stop)
     settle_seconds: float = 0.2
     cluster_domain: str = "cluster.local"
-    extra_pod_labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> OperatorSettings:

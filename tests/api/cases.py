@@ -31,12 +31,91 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 _DELETE = object()
 
+PLACEMENT = "spec.schedulingPolicy.placement"
+AFFINITY: dict[str, Any] = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100", "H200"]},
+                        {"key": "gpu-memory-gib", "operator": "Gt", "values": ["40"]},
+                        {"key": "spot", "operator": "DoesNotExist"},
+                    ]
+                }
+            ]
+        },
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
+        ],
+    },
+    "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "labelSelector": {"matchLabels": {"team": "vision"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+            }
+        ]
+    },
+}
+SECRET_ENV = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}}}
+
+
+def _requirement(operator: str, values: list[str] | None) -> dict[str, Any]:
+    """An affinity whose one node requirement has ``operator`` and ``values``."""
+    requirement: dict[str, Any] = {"key": "pool", "operator": operator}
+    if values is not None:
+        requirement["values"] = values
+    terms = [{"matchExpressions": [requirement]}]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
 # (id, body) that must be admitted: both tests of the table also check these go through
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("classifier-defaults", TRAINING_JOB),
     ("language-model-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "language-model"})),
     ("gan-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "gan"})),
     ("inference-service", INFERENCE_SERVICE),
+    (
+        "quantities",
+        _with(
+            TRAINING_JOB,
+            "spec.resources",
+            {"cpu": "500m", "cpuLimit": 4, "memory": "1.5Gi", "sharedMemory": "1e9", "gpus": 0},
+        ),
+    ),
+    ("checkpoint-size-plain-number", _with(TRAINING_JOB, "spec.storage", {"checkpoints": {"size": "107374182400"}})),
+    ("affinity", _with(TRAINING_JOB, f"{PLACEMENT}.affinity", AFFINITY)),
+    (
+        "tolerations",
+        _with(
+            TRAINING_JOB,
+            f"{PLACEMENT}.tolerations",
+            [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "pool", "operator": "Equal", "value": "gpu"},
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "tolerationSeconds": 30},
+                {"operator": "Exists"},
+            ],
+        ),
+    ),
+    ("env-from-secret", _with(TRAINING_JOB, "spec.env", [SECRET_ENV, {"name": "A.b-c_1", "value": "x=y"}])),
+    (
+        "procs-equal-to-gpus",
+        _with(TRAINING_JOB, "spec", {**TRAINING_JOB["spec"], "procsPerReplica": 8, "resources": {"gpus": 8}}),
+    ),
+    ("cpu-procs-without-gpus", _with(TRAINING_JOB, "spec.procsPerReplica", 4)),
+    (
+        "dotted-data-claim",
+        _with(TRAINING_JOB, "spec.storage", {"data": {"claimName": "corpora.v2", "subPath": "en/2026"}}),
+    ),
+    (
+        "language-model-default-learning-rate",
+        _with(TRAINING_JOB, "spec.trainer", {"task": "language-model", "epochs": 1}),
+    ),
 ]
 
 # (id, body, words that the message must contain: the field's name and the problem)
@@ -52,7 +131,7 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "claim-neither",
         _with(TRAINING_JOB, "spec.storage", {"checkpoints": {"reclaimPolicy": "Delete"}}),
-        ["either claimName"],
+        ["set claimName (an existing claim) or size"],
     ),
     (
         "npz-without-path",
@@ -106,4 +185,156 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["either replicas or autoscaling"],
     ),
     ("zero-batch", _with(INFERENCE_SERVICE, "spec.batching", {"maxBatchSize": 0}), ["maxBatchSize"]),
+    (
+        "no-model-source",
+        _with(INFERENCE_SERVICE, "spec.model", {"name": "digits"}),
+        ["set fromTrainingJob", "or storageUri"],
+    ),
+    # quantities the pod would refuse on every create
+    (
+        "memory-in-gb",
+        _with(TRAINING_JOB, "spec.resources", {"memory": "16GB"}),
+        ["spec.resources.memory", "Gi, not GB"],
+    ),
+    ("cpu-lots", _with(TRAINING_JOB, "spec.resources", {"cpu": "lots"}), ["spec.resources.cpu", "quantity"]),
+    (
+        "negative-cpu-limit",
+        _with(TRAINING_JOB, "spec.resources", {"cpuLimit": -1}),
+        ["resources.cpuLimit", "non-negative"],
+    ),
+    (
+        "shm-with-space",
+        _with(INFERENCE_SERVICE, "spec.resources", {"sharedMemory": "1 Gi"}),
+        ["resources.sharedMemory"],
+    ),
+    (
+        "checkpoint-size-not-quantity",
+        _with(TRAINING_JOB, "spec.storage", {"checkpoints": {"size": "ten gigs"}}),
+        ["storage.checkpoints.size", "quantity"],
+    ),
+    # the core types, typed: what the pod validation would refuse
+    (
+        "toleration-bad-operator",
+        _with(TRAINING_JOB, f"{PLACEMENT}.tolerations", [{"key": "gpu", "operator": "Gt"}]),
+        ["tolerations[0].operator"],
+    ),
+    (
+        "toleration-exists-with-value",
+        _with(TRAINING_JOB, f"{PLACEMENT}.tolerations", [{"key": "gpu", "operator": "Exists", "value": "yes"}]),
+        ["tolerations[0]", "operator Exists has no value"],
+    ),
+    (
+        "toleration-without-key",
+        _with(INFERENCE_SERVICE, "spec.placement.tolerations", [{"value": "x"}]),
+        ["tolerations[0]", "without a key needs operator Exists"],
+    ),
+    (
+        "toleration-seconds-without-no-execute",
+        _with(TRAINING_JOB, f"{PLACEMENT}.tolerations", [{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}]),
+        ["tolerations[0]", "tolerationSeconds needs effect NoExecute"],
+    ),
+    (
+        "toleration-bad-effect",
+        _with(TRAINING_JOB, f"{PLACEMENT}.tolerations", [{"key": "a", "effect": "NoRun"}]),
+        ["tolerations[0].effect"],
+    ),
+    (
+        "toleration-key-with-space",
+        _with(TRAINING_JOB, f"{PLACEMENT}.tolerations", [{"key": "my key", "operator": "Exists"}]),
+        ["tolerations[0].key", "should match"],
+    ),
+    (
+        "env-name-with-equals",
+        _with(TRAINING_JOB, "spec.env", [{"name": "A=B", "value": "1"}]),
+        ["spec.env[0].name", "other than '='"],
+    ),
+    (
+        "env-value-from-two-sources",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.env",
+            [{"name": "A", "valueFrom": {**SECRET_ENV["valueFrom"], "fieldRef": {"fieldPath": "metadata.name"}}}],
+        ),
+        ["spec.env[0].valueFrom", "exactly one of fieldRef"],
+    ),
+    (
+        "env-secret-without-key",
+        _with(TRAINING_JOB, "spec.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "hub"}}}]),
+        ["spec.env[0].valueFrom.secretKeyRef.key"],
+    ),
+    (
+        "affinity-bad-operator",
+        _with(TRAINING_JOB, f"{PLACEMENT}.affinity", _requirement("Near", ["a"])),
+        ["matchExpressions[0].operator"],
+    ),
+    (
+        "affinity-in-without-values",
+        _with(TRAINING_JOB, f"{PLACEMENT}.affinity", _requirement("In", None)),
+        ["matchExpressions[0]", "operators In and NotIn need values"],
+    ),
+    (
+        "affinity-exists-with-values",
+        _with(TRAINING_JOB, f"{PLACEMENT}.affinity", _requirement("Exists", ["a"])),
+        ["matchExpressions[0]", "operators Exists and DoesNotExist take no values"],
+    ),
+    (
+        "affinity-gt-not-integer",
+        _with(TRAINING_JOB, f"{PLACEMENT}.affinity", _requirement("Gt", ["big"])),
+        ["matchExpressions[0]", "need exactly one integer value"],
+    ),
+    (
+        "affinity-no-terms",
+        _with(
+            TRAINING_JOB,
+            f"{PLACEMENT}.affinity",
+            {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        ),
+        ["nodeSelectorTerms"],
+    ),
+    (
+        "affinity-weight-zero",
+        _with(
+            TRAINING_JOB,
+            f"{PLACEMENT}.affinity",
+            {
+                "podAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 0, "podAffinityTerm": {"topologyKey": "zone"}}
+                    ]
+                }
+            },
+        ),
+        ["preferredDuringSchedulingIgnoredDuringExecution[0].weight"],
+    ),
+    (
+        "pod-affinity-without-topology-key",
+        _with(
+            TRAINING_JOB,
+            f"{PLACEMENT}.affinity",
+            {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}]}},
+        ),
+        ["requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey"],
+    ),
+    # claims and paths
+    (
+        "data-claim-with-slash",
+        _with(TRAINING_JOB, "spec.storage", {"data": {"claimName": "team/corpora"}}),
+        ["spec.storage.data.claimName", "should match"],
+    ),
+    (
+        "checkpoint-claim-uppercase",
+        _with(TRAINING_JOB, "spec.storage", {"checkpoints": {"claimName": "Checkpoints"}}),
+        ["spec.storage.checkpoints.claimName", "should match"],
+    ),
+    (
+        "data-sub-path-escapes",
+        _with(TRAINING_JOB, "spec.storage", {"data": {"claimName": "corpora", "subPath": "../other"}}),
+        ["spec.storage.data.subPath", "without '..'"],
+    ),
+    # one process per GPU
+    (
+        "more-procs-than-gpus",
+        _with(TRAINING_JOB, "spec", {**TRAINING_JOB["spec"], "procsPerReplica": 8, "resources": {"gpus": 4}}),
+        ["procsPerReplica must not exceed resources.gpus"],
+    ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,38 @@ def test_kubectl_dry_run_client_and_printer_columns(testbed: Any, crds_applied: 
         [*kubectl, "-n", namespace, "get", "aidc", "-o", "name"], check=True, capture_output=True, text=True
     ).stdout
     assert "trainingjob.aidc.io/digits" in listing and "inferenceservice.aidc.io/digits" in listing
+
+
+def _table(kube: client.ApiClient, path: str) -> list[dict[str, Any]]:
+    """The rows of ``path`` as the API server prints them (what kubectl get shows), by column name."""
+    request = kube.param_serialize(
+        "GET",
+        path,
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        auth_settings=["BearerToken"],
+    )
+    answer = kube.call_api(*request)
+    answer.read()
+    table = json.loads(answer.data)
+    names = [c["name"] for c in table["columnDefinitions"]]
+    return [dict(zip(names, row["cells"], strict=True)) for row in table["rows"]]
+
+
+def test_the_reason_column_shows_why_the_job_is_in_its_phase(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str
+) -> None:
+    """A Failed gang was scheduled first: the column must not print that older, truer condition."""
+    api = client.CustomObjectsApi(kube)
+    api.create_namespaced_custom_object("aidc.io", "v1alpha1", namespace, "trainingjobs", TRAINING_JOB)
+    at = "2026-12-02T12:00:00Z"
+    conditions = [
+        {"type": "Scheduled", "status": "True", "reason": "AllRanksScheduled", "lastTransitionTime": at},
+        {"type": "Running", "status": "False", "reason": "BackoffLimitExceeded", "lastTransitionTime": at},
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": at},
+    ]
+    status = {"phase": "Failed", "reason": "BackoffLimitExceeded", "conditions": conditions}
+    api.patch_namespaced_custom_object_status(
+        "aidc.io", "v1alpha1", namespace, "trainingjobs", "ok", {"status": status}
+    )
+    (row,) = _table(kube, f"/apis/aidc.io/v1alpha1/namespaces/{namespace}/trainingjobs")
+    assert (row["Phase"], row["Reason"]) == ("Failed", "BackoffLimitExceeded")

@@ -390,6 +390,46 @@ def test_a_spec_the_api_server_admits_but_the_operator_cannot_use_becomes_a_cond
         wait_for(lambda: get(kube, namespace, TJ, "odd"), until=lambda j: condition_is(j, "Running"), timeout=60)
 
 
+def test_a_spec_whose_pods_the_api_server_refuses_fails_with_invalid_spec_not_pending_forever(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    """A podTemplate override the schema cannot check (it is free-form) makes every rank pod a 422."""
+    bad = {"replicas": 2, "podTemplate": {"spec": {"dnsPolicy": "Bogus"}}}
+    with run_operator(namespace):
+        create(kube, namespace, TJ, training_job_body("refused", bad))
+        failed = wait_for(
+            lambda: get(kube, namespace, TJ, "refused"),
+            until=lambda j: condition_is(j, "Failed", "InvalidSpec"),
+            timeout=30,
+            message="Failed with InvalidSpec after the first refused pod",
+        )
+        message = condition(failed, "Failed")["message"]  # type: ignore[index]
+        assert "was refused (422)" in message and "dnsPolicy" in message and "Bogus" in message, message
+        assert (failed["status"]["phase"], failed["status"]["reason"]) == ("Failed", "InvalidSpec")
+        assert pods(kube, namespace, "refused") == []
+        # an edit that keeps the override is a new generation too: tried once more, and refused again
+        generation = failed["metadata"]["generation"]
+        patch_spec(kube, namespace, TJ, "refused", {"runPolicy": {"ttlSecondsAfterFinished": 3600}})
+        edited = wait_for(
+            lambda: get(kube, namespace, TJ, "refused"),
+            until=lambda j: (condition(j, "Failed") or {}).get("observedGeneration", 0) > generation,
+            timeout=30,
+            message="the edited spec tried and refused again",
+        )
+        assert condition_is(edited, "Failed", "InvalidSpec") and pods(kube, namespace, "refused") == []
+        # removing the override is a new generation: the job starts over and runs
+        client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+            "aidc.io",
+            "v1alpha1",
+            namespace,
+            TJ,
+            "refused",
+            [{"op": "remove", "path": "/spec/podTemplate/spec/dnsPolicy"}],
+            _content_type="application/json-patch+json",
+        )
+        wait_for(lambda: get(kube, namespace, TJ, "refused"), until=lambda j: condition_is(j, "Running"), timeout=60)
+
+
 def test_a_lost_node_restarts_the_gang_elsewhere(
     kube: client.ApiClient,
     crds_applied: list[str],

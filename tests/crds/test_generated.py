@@ -87,7 +87,11 @@ def test_names_printer_columns_and_subresources() -> None:
         assert set(version["subresources"]) == {"status", "scale"}
     columns = lambda crd: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]  # noqa: E731
     assert columns(tj)[:5] == ["Phase", "Ready", "Progress", "Restarts", "Age"]
-    assert columns(isvc) == ["Phase", "Ready", "URL", "Model", "Age"]
+    assert columns(isvc) == ["Phase", "Ready", "URL", "Model", "Age", "Reason"]
+    # the reason of the phase, not the first condition a JSONPath matches (AllRanksScheduled on a Failed job)
+    for crd in (tj, isvc):
+        reason = next(c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"] if c["name"] == "Reason")
+        assert (reason["jsonPath"], reason["priority"]) == (".status.reason", 1)
 
 
 def test_api_reference_is_generated_from_the_models() -> None:
@@ -96,3 +100,25 @@ def test_api_reference_is_generated_from_the_models() -> None:
     text = (ROOT / "docs" / "api-reference.md").read_text()
     assert text == render_reference(), "docs/api-reference.md is stale: run `make crds`"
     assert "`spec.failurePolicy.hangTimeoutSeconds`" in text and "`spec.model.storageUri`" in text
+
+
+def test_docs_and_scripts_never_name_inferenceservices_bare_to_kubectl() -> None:
+    """KServe's InferenceService has the same plural: a bare name may resolve to it, so say infsvc or the full name."""
+    import re
+
+    bare = re.compile(r"(?<![\w./-])inferenceservices?(?=[\s/,`]|$)", re.IGNORECASE)
+    files = [
+        ROOT / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+        *(ROOT / "examples").glob("*"),
+        *(ROOT / "hack").glob("*.sh"),
+    ]
+    found = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for path in files
+        if path.is_file() and path.name != "api-reference.md"
+        for line in path.read_text().splitlines()
+        # the line that warns of the ambiguity names it on purpose
+        if "kubectl" in line.lower() and "KServe" not in line and bare.search(line)
+    ]
+    assert found == []

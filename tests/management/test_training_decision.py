@@ -9,7 +9,7 @@ import pytest
 
 from aidc.api import TrainingJob
 from aidc.management.observe import RankPod
-from aidc.management.plan import Plan
+from aidc.management.plan import Plan, Refusal
 from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide, invalid, refused
 from aidc.settings import OperatorSettings
 from tests.factories import training_job as job
@@ -358,18 +358,84 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert backoff_seconds(10, 20) == 600
 
 
+def refuse(plan: Plan, kind: str, status: int, message: str, j: TrainingJob | None = None, **obs: Any) -> Plan:
+    """``refused`` of ``plan`` for one object of ``kind`` the API server answered ``status``."""
+    obs.setdefault("settings", SETTINGS)
+    observation = TrainingObservation(job=j or job(), pods=obs.pop("pods", []), now=NOW, **obs)
+    return refused(observation, plan, Refusal(kind, f"mnist-{kind.lower()}", status, message))
+
+
 def test_a_refused_create_is_the_reason_and_takes_back_the_gang_recorded_in_the_same_pass() -> None:
     """The failure to apply is decided on like any observation: the next pass creates what is missing."""
     new = job()
     plan = run(new, [], service_exists=False)
     assert status_of(plan)["gangCreatedTime"]
-    answer = refused(new, plan, "creating Pod mnist-1 was refused (403): exceeded quota", NOW)
+    answer = refuse(plan, "Pod", 403, "exceeded quota", new)
     status = status_of(answer)
     assert "gangCreatedTime" not in status and status["phase"] == "Pending"
     assert reasons(answer)["Scheduled"] == ("False", "CreationFailed")
+    assert "creating Pod mnist-pod was refused (403): exceeded quota" in next(
+        c["message"] for c in status["conditions"] if c["type"] == "Scheduled"
+    )
     assert [(e.type, e.reason) for e in answer.events][-1] == ("Warning", "CreationFailed")
     assert not answer.routine_progress and answer.requeue_after == 30
     assert answer.create == plan.create  # what was planned stays planned: the next pass tries again
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "phase", "reason"),
+    [
+        # the object rendered from the spec is wrong: no retry can create it
+        ("Pod", 422, "Failed", "InvalidSpec"),
+        ("Pod", 400, "Failed", "InvalidSpec"),
+        ("PersistentVolumeClaim", 422, "Failed", "InvalidSpec"),
+        # a quota, a policy or the server's trouble may pass: tried again
+        ("Pod", 403, "Pending", "CreationFailed"),
+        ("Pod", 500, "Pending", "CreationFailed"),
+        ("Pod", 404, "Pending", "CreationFailed"),  # the namespace is being deleted
+        ("Service", 422, "Pending", "CreationFailed"),  # rendered from the name alone: not the spec's fault
+        ("PodGroup", 400, "Pending", "CreationFailed"),
+    ],
+)
+def test_a_refusal_that_blames_the_spec_fails_the_job_at_once(kind: str, code: int, phase: str, reason: str) -> None:
+    plan = run(job(), [], service_exists=False)
+    answer = refuse(plan, kind, code, 'spec.dnsPolicy: Unsupported value: "Bogus"')
+    status = status_of(answer)
+    assert (status["phase"], status["reason"]) == (phase, reason)
+    if phase == "Failed":
+        assert reasons(answer)["Failed"] == ("True", "InvalidSpec")
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert 'spec.dnsPolicy: Unsupported value: "Bogus"' in failed["message"]
+        assert failed["observedGeneration"] == 1
+        assert status["completionTime"] and answer.requeue_after is None
+        assert [(e.type, e.reason) for e in answer.events] == [("Warning", "InvalidSpec")]
+    else:
+        assert reasons(answer)["Scheduled"] == ("False", "CreationFailed") and answer.requeue_after == 30
+
+
+def test_a_spec_refused_job_deletes_the_ranks_that_were_created() -> None:
+    answer = refuse(run(job(), []), "Pod", 422, "bad", pods=[pod(0, "Pending", scheduled=False)])
+    assert [d.name for d in answer.delete] == ["mnist-0"]
+
+
+def _failed_for(generation: int) -> dict[str, Any]:
+    condition = {
+        "type": "Failed", "status": "True", "reason": "InvalidSpec", "message": "invalid spec: refused",
+        "observedGeneration": generation, "lastTransitionTime": ago(60),
+    }  # fmt: skip
+    return {
+        "phase": "Failed", "reason": "InvalidSpec", "conditions": [condition], "completionTime": ago(60),
+        "observedGeneration": generation, "ready": "0/2", "selector": "aidc.io/job-name=mnist",
+        "replicaCounts": {"desired": 2},
+    }  # fmt: skip
+
+
+def test_a_job_failed_for_its_spec_stays_failed_until_the_spec_changes() -> None:
+    same = run(job(status=_failed_for(1), generation=1), [])
+    assert same.create == [] and same.status is None
+    edited = run(job(status=_failed_for(1), generation=2), [], service_exists=False)
+    assert [o["kind"] for o in edited.create] == ["Service", "Pod", "Pod"]
+    assert status_of(edited)["phase"] == "Pending" and "Failed" not in reasons(edited)
 
 
 def test_an_unusable_spec_fails_the_job_once() -> None:

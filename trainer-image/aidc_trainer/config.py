@@ -44,9 +44,10 @@ class LanguageModelConfig:
 class TrainerConfig:
     """A validated trainer config; ``learning_rate`` None means the task's own default.
 
-    The defaults match those of the operator's ``TrainerConfig`` (which sends them explicitly), so
-    a run started by hand behaves like one started from a TrainingJob; without a dataset the
-    language model trains on synthetic text rather than on digits.
+    The defaults match those of the operator's ``TrainerConfig`` (which fills them in, all but the
+    learning rate: unset there too, so each task's own applies), so a run started by hand behaves
+    like one started from a TrainingJob; without a dataset the language model trains on synthetic
+    text rather than on digits. trainer-image/README.md lists them (a test compares).
     """
 
     task: str

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
 
 
 class CelRule:
@@ -38,6 +39,22 @@ class CelRule:
         if self.field_path:
             entry["fieldPath"] = self.field_path
         return entry
+
+
+class FieldRule(CelRule):
+    """A CEL rule on one field's value (``self`` is the value), used as ``Annotated`` metadata.
+
+    The CRD generator puts it on the field's schema, so the API server names the field; pydantic
+    runs ``check`` after the field's own validation, so the model names the same field.
+    """
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._validate, handler(source))
+
+    def _validate(self, value: Any) -> Any:
+        if self.check is not None and not self.check(value):
+            raise ValueError(self.message)
+        return value
 
 
 class ApiModel(BaseModel):

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from aidc.api.base import ApiModel, CelRule, StatusModel
-from aidc.api.markers import FreeFormObject, FreeFormValue, ListMapKeys, Quantity
+from aidc.api.core import MAX_ITEMS, Affinity, Toleration
+from aidc.api.markers import FreeFormObject, ListMapKeys
+from aidc.api.quantity import Quantity
 
 # Names become Service names, pod hostnames and the prefix of pod names ("<name>-<rank>").
 MAX_NAME_LENGTH = 52
@@ -63,24 +65,6 @@ class Resources(ApiModel):
     )
 
 
-class EnvVar(ApiModel):
-    """An environment variable, as in a container spec."""
-
-    name: str = Field(min_length=1, description="Name of the variable.")
-    value: str | None = Field(default=None, description="Literal value.")
-    value_from: FreeFormObject | None = Field(
-        default=None, description="A Kubernetes EnvVarSource (fieldRef, secretKeyRef, ...)."
-    )
-
-    cel_rules = (
-        CelRule(
-            "!(has(self.value) && has(self.valueFrom))",
-            "set either value or valueFrom, not both",
-            lambda env: env.value is None or env.value_from is None,
-        ),
-    )
-
-
 class PodTemplateOverrides(ApiModel):
     """The escape hatch: metadata and pod-spec fields merged into every pod the operator creates."""
 
@@ -120,8 +104,8 @@ class Placement(ApiModel):
     """Where pods may run."""
 
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels every pod requires.")
-    tolerations: list[FreeFormValue] = Field(
-        default_factory=list, description="Kubernetes tolerations (for example for GPU taints)."
+    tolerations: Annotated[list[Toleration], Field(max_length=MAX_ITEMS)] = Field(
+        default_factory=list, description="Taints the pods tolerate (for example the GPU nodes' taint)."
     )
-    affinity: FreeFormObject | None = Field(default=None, description="A Kubernetes Affinity.")
+    affinity: Affinity | None = Field(default=None, description="Node affinity, pod affinity and anti-affinity.")
     priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from aidc.api.base import ApiModel, CelRule, StatusModel
-from aidc.api.common import NAME_RULE, Conditions, EnvVar, Placement, PodTemplateOverrides, Resources
+from aidc.api.common import NAME_RULE, Conditions, Placement, PodTemplateOverrides, Resources
+from aidc.api.core import MAX_ENV, EnvVar
 
 ExportChoice = Literal["Final", "Best"]
 AutoscalingMetric = Literal["cpu", "memory"]
@@ -42,9 +43,14 @@ class ModelSource(ApiModel):
 
     cel_rules = (
         CelRule(
-            "has(self.fromTrainingJob) != has(self.storageUri)",
+            "has(self.fromTrainingJob) || has(self.storageUri)",
+            "set fromTrainingJob (a TrainingJob's export) or storageUri (pvc://<claim>/<folder>)",
+            lambda m: m.from_training_job is not None or m.storage_uri is not None,
+        ),
+        CelRule(
+            "!(has(self.fromTrainingJob) && has(self.storageUri))",
             "set either fromTrainingJob or storageUri, not both",
-            lambda m: (m.from_training_job is None) != (m.storage_uri is None),
+            lambda m: m.from_training_job is None or m.storage_uri is None,
         ),
         CelRule(
             "!has(self.storageUri) || self.storageUri.startsWith('pvc://')",
@@ -98,7 +104,9 @@ class InferenceServiceSpec(ApiModel):
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body accepted (413 above)."
     )
-    env: list[EnvVar] = Field(default_factory=list, description="Extra environment of the server.")
+    env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
+        default_factory=list, description="Extra environment of the server."
+    )
     placement: Placement = Field(default_factory=Placement, description="Node selection.")
     pod_template: PodTemplateOverrides = Field(
         default_factory=PodTemplateOverrides, description="Labels, annotations and pod-spec fields for every pod."
@@ -128,6 +136,7 @@ class InferenceServiceStatus(StatusModel):
     """What the operator observed. Written only by the operator."""
 
     phase: ServingPhase = Field(default="Pending", description="Summary for kubectl get.")
+    reason: str | None = Field(default=None, description="CamelCase reason of the phase (ModelNotFound, ...).")
     conditions: Conditions = Field(default_factory=list, description="ModelResolved, Available and Ready.")
     observed_generation: int | None = Field(default=None, description="The generation this status describes.")
     url: str | None = Field(default=None, description="In-cluster base URL of the v2 protocol.")

@@ -13,12 +13,15 @@ from typing import Annotated, Any
 class IntOrString:
     """``x-kubernetes-int-or-string``: resource quantities such as ``4`` or ``"16Gi"``."""
 
+    # maxLength of the string form (CEL cost estimates need a bound); none when 0
+    max_length: int = 0
+
 
 @dataclass(frozen=True)
 class FreeForm:
-    """``x-kubernetes-preserve-unknown-fields``: Kubernetes types passed through verbatim
-    (tolerations, affinity, env ``valueFrom``, pod-spec fields), validated by the API server
-    when the operator creates the pod rather than duplicated here."""
+    """``x-kubernetes-preserve-unknown-fields``: the pod-spec overrides, passed through verbatim
+    and validated by the API server when the operator creates the pod (a refusal there fails
+    the job with InvalidSpec). Tolerations, affinity and env are typed instead (``core``)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,4 @@ class ListMapKeys:
     keys: tuple[str, ...]
 
 
-Quantity = Annotated[int | str, IntOrString()]
 FreeFormObject = Annotated[dict[str, Any], FreeForm()]
-FreeFormValue = Annotated[Any, FreeForm()]

@@ -10,9 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from aidc.api.base import ApiModel, CelRule, StatusModel
-from aidc.api.common import NAME_RULE, Conditions, EnvVar, Placement, PodTemplateOverrides, Resources
-from aidc.api.markers import Quantity
+from aidc.api.base import ApiModel, CelRule, FieldRule, StatusModel
+from aidc.api.common import NAME_RULE, Conditions, Placement, PodTemplateOverrides, Resources
+from aidc.api.core import MAX_ENV, EnvVar
+from aidc.api.quantity import Quantity
 
 Task = Literal["classifier", "gan", "language-model"]
 DatasetSource = Literal["synthetic", "digits", "npz", "image-folder", "text"]
@@ -26,6 +27,18 @@ AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany", "ReadW
 TrainingPhase = Literal["Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# a PersistentVolumeClaim's name is a DNS-1123 subdomain
+ClaimName = Annotated[
+    str,
+    Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+]
+# a volume's subPath: relative, and never up out of the claim (the pod would be refused)
+SUB_PATH_RULE = FieldRule(
+    "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",
+    "must be a relative path without '..'",
+    lambda path: not path.startswith("/") and ".." not in path.split("/"),
+)
+SubPath = Annotated[str, Field(max_length=1024), SUB_PATH_RULE]
 
 
 class Dataset(ApiModel):
@@ -84,7 +97,12 @@ class TrainerConfig(ApiModel):
     epochs: int = Field(default=8, ge=1, le=100000, description="Passes over the training data.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
     batch_size: int = Field(default=32, ge=1, le=65536, description="Samples per rank per step.")
-    learning_rate: float = Field(default=0.001, gt=0, le=10, description="Initial learning rate.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=10,
+        description="Initial learning rate; unset: the task's own (1e-3 classifier, 2e-4 gan, 3e-4 language-model).",
+    )
     precision: Precision = Field(
         default="auto", description="auto (bf16 on GPUs that support it, fp32 on CPU), fp32, bf16 or fp16."
     )
@@ -104,7 +122,7 @@ class TrainerConfig(ApiModel):
 class CheckpointStorage(ApiModel):
     """The claim checkpoints and exported models are written to (by rank 0 only)."""
 
-    claim_name: str | None = Field(default=None, description="An existing PersistentVolumeClaim to use.")
+    claim_name: ClaimName | None = Field(default=None, description="An existing PersistentVolumeClaim to use.")
     size: Quantity | None = Field(
         default=None, description="Size of a claim the operator creates, named <job>-checkpoints."
     )
@@ -115,7 +133,7 @@ class CheckpointStorage(ApiModel):
         default_factory=lambda: list[AccessMode](["ReadWriteOnce"]),
         description="Access modes of the claim the operator creates. Only rank 0 mounts it, so RWO works.",
     )
-    sub_path: str | None = Field(
+    sub_path: SubPath | None = Field(
         default=None, description="Folder inside the claim for this job; the job's name when unset."
     )
     reclaim_policy: ClaimReclaimPolicy = Field(
@@ -126,9 +144,14 @@ class CheckpointStorage(ApiModel):
 
     cel_rules = (
         CelRule(
-            "has(self.claimName) != has(self.size)",
+            "has(self.claimName) || has(self.size)",
+            "set claimName (an existing claim) or size (a claim the operator creates)",
+            lambda c: c.claim_name is not None or c.size is not None,
+        ),
+        CelRule(
+            "!(has(self.claimName) && has(self.size))",
             "set either claimName (an existing claim) or size (a claim the operator creates), not both",
-            lambda c: (c.claim_name is None) != (c.size is None),
+            lambda c: c.claim_name is None or c.size is None,
         ),
     )
 
@@ -136,12 +159,11 @@ class CheckpointStorage(ApiModel):
 class DataStorage(ApiModel):
     """A claim of input data, mounted read-only by every rank."""
 
-    claim_name: str = Field(
-        min_length=1,
+    claim_name: ClaimName = Field(
         description="An existing PersistentVolumeClaim; every rank mounts it "
         "read-only, so it needs ReadOnlyMany or ReadWriteMany across nodes.",
     )
-    sub_path: str | None = Field(default=None, description="Folder inside the claim to mount.")
+    sub_path: SubPath | None = Field(default=None, description="Folder inside the claim to mount.")
 
 
 class Storage(ApiModel):
@@ -237,7 +259,9 @@ class TrainingJobSpec(ApiModel):
         default=None, description="Your own torchrun-compatible command instead of the built-in trainer."
     )
     args: list[str] | None = Field(default=None, description="Arguments of the command.")
-    env: list[EnvVar] = Field(default_factory=list, description="Extra environment for every rank.")
+    env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
+        default_factory=list, description="Extra environment for every rank."
+    )
     trainer: TrainerConfig | None = Field(default=None, description="The built-in trainer's configuration.")
     resources: Resources = Field(default_factory=Resources, description="What each pod requests.")
     master_port: int = Field(default=29500, ge=1024, le=65535, description="Rendezvous port on rank 0.")
@@ -279,6 +303,12 @@ class TrainingJobSpec(ApiModel):
                 or s.trainer.dataset is None
                 or s.trainer.dataset.source != "text"
             ),
+        ),
+        CelRule(
+            "!has(self.resources.gpus) || self.resources.gpus == 0 || self.procsPerReplica <= self.resources.gpus",
+            "procsPerReplica must not exceed resources.gpus when GPUs are requested: each process drives one GPU",
+            lambda s: s.resources.gpus == 0 or s.procs_per_replica <= s.resources.gpus,
+            field_path=".procsPerReplica",
         ),
         CelRule(
             "self.storage == oldSelf.storage",
@@ -333,6 +363,9 @@ class TrainingJobStatus(StatusModel):
     """What the operator observed. Written only by the operator."""
 
     phase: TrainingPhase = Field(default="Pending", description="Summary for kubectl get.")
+    reason: str | None = Field(
+        default=None, description="CamelCase reason of the phase (BackoffLimitExceeded, WaitingForGang, ...)."
+    )
     conditions: Conditions = Field(default_factory=list, description="Conditions in metav1.Condition form.")
     observed_generation: int | None = Field(default=None, description="The generation this status describes.")
     replica_counts: ReplicaCounts = Field(default_factory=ReplicaCounts, description="Pods by state.")

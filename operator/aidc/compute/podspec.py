@@ -34,9 +34,9 @@ def placement_fields(placement: Placement) -> dict[str, Any]:
     if placement.node_selector:
         fields["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:
-        fields["tolerations"] = list(placement.tolerations)
+        fields["tolerations"] = [toleration.to_wire() for toleration in placement.tolerations]
     if placement.affinity:
-        fields["affinity"] = dict(placement.affinity)
+        fields["affinity"] = placement.affinity.to_wire()
     if placement.priority_class_name:
         fields["priorityClassName"] = placement.priority_class_name
     return fields

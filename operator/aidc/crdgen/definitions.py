@@ -39,7 +39,7 @@ TRAINING_JOB_COLUMNS = [
     AGE,
     _column("Step", ".status.progress.step", "integer", priority=1),
     _column("Loss", ".status.progress.loss", "number", priority=1),
-    _column("Reason", '.status.conditions[?(@.status=="True")].reason', priority=1),
+    _column("Reason", ".status.reason", priority=1, description="Why the job is in its phase"),
 ]
 
 INFERENCE_SERVICE_COLUMNS = [
@@ -48,6 +48,7 @@ INFERENCE_SERVICE_COLUMNS = [
     _column("URL", ".status.url"),
     _column("Model", ".status.model.uri"),
     AGE,
+    _column("Reason", ".status.reason", priority=1, description="Why the service is in its phase"),
 ]
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from aidc.api.base import ApiModel
+from aidc.api.base import ApiModel, FieldRule
 from aidc.api.markers import FreeForm, IntOrString, ListMapKeys
 
 Schema = dict[str, Any]
@@ -91,19 +91,34 @@ def _without_empty(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def type_schema(annotation: Any, metadata: list[Any]) -> Schema:
-    """Schema of a Python type with its constraint metadata."""
+    """Schema of a Python type with its constraint metadata; ``FieldRule`` metadata becomes its CEL rules."""
     origin = get_origin(annotation)
     if origin is Annotated:
         inner, *extra = get_args(annotation)
-        return type_schema(inner, [*extra, *metadata])
+        # a Field() inside Annotated (within an Optional, pydantic keeps it whole) carries constraints too
+        unpacked = [c for m in extra for c in (m.metadata if isinstance(m, FieldInfo) else [m])]
+        return type_schema(inner, [*unpacked, *metadata])
+    schema = _plain_type_schema(annotation, metadata)
+    rules = [m.as_schema() for m in metadata if isinstance(m, FieldRule)]
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return schema
+
+
+def _plain_type_schema(annotation: Any, metadata: list[Any]) -> Schema:
+    origin = get_origin(annotation)
     if annotation is Any:
         return {"x-kubernetes-preserve-unknown-fields": True}
     if any(isinstance(m, FreeForm) for m in metadata):
         if origin is dict or annotation is dict:
             return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         return {"x-kubernetes-preserve-unknown-fields": True}
-    if any(isinstance(m, IntOrString) for m in metadata):
-        return {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    marker = next((m for m in metadata if isinstance(m, IntOrString)), None)
+    if marker is not None:
+        either: Schema = {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+        if marker.max_length:
+            either["maxLength"] = marker.max_length
+        return either
     if origin in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
         if len(members) != 1:

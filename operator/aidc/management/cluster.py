@@ -22,7 +22,7 @@ from aidc.contract import GROUP, OPERATOR_NAME, VERSION
 from aidc.management.apiserver import ApiError, ApiServer
 from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import is_owned_by
-from aidc.management.plan import Event, PodDeletion
+from aidc.management.plan import Event, PodDeletion, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,11 @@ def _path(body: dict[str, Any], plural: str) -> str:
 
 
 class CreationRefusedError(Exception):
-    """The API server refused an object (not a conflict): the reason goes into status."""
+    """The API server refused an object (not a conflict): its ``refusal`` goes to the decision."""
 
     def __init__(self, kind: str, name: str, status: int, message: str) -> None:
-        super().__init__(f"creating {kind} {name} was refused ({status}): {message}")
+        self.refusal = Refusal(kind, name, status, message)
+        super().__init__(str(self.refusal))
         self.kind, self.name, self.status, self.message = kind, name, status, message
 
 

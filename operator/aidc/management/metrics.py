@@ -73,7 +73,10 @@ class OperatorMetrics:
             registry=registry,
         )
         self.invalid_specs = Counter(
-            f"{PREFIX}_invalid_specs_total", "Resources whose spec could not be parsed", ["kind"], registry=registry
+            f"{PREFIX}_invalid_specs_total",
+            "Resources failed with InvalidSpec (unparseable, or pods the API server refuses)",
+            ["kind"],
+            registry=registry,
         )
         self.pod_lists = Counter(
             f"{PREFIX}_pod_lists_total",

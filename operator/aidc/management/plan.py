@@ -16,6 +16,29 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """The API server refused an object a plan created (not a conflict): an input to the decision."""
+
+    kind: str
+    name: str
+    status: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"creating {self.kind} {self.name} was refused ({self.status}): {self.message}"
+
+    @property
+    def blames_the_spec(self) -> bool:
+        """Whether the object as rendered from the spec is what was refused, so no retry can help.
+
+        400 (Bad Request) and 422 (Invalid) on a rank pod or the claim, both rendered from the
+        spec (podTemplate overrides the schema cannot check, a StorageClass name, ...). A quota
+        or a policy (403), or the server's trouble (5xx), may pass later: those are retried.
+        """
+        return self.kind in ("Pod", "PersistentVolumeClaim") and self.status in (400, 422)
+
+
+@dataclass(frozen=True)
 class PodDeletion:
     name: str
     force: bool = False  # grace period 0: the node is gone and will never confirm

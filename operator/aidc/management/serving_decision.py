@@ -222,7 +222,9 @@ def refused(status: dict[str, Any], metadata: dict[str, Any], plan: Plan, messag
     )
     answer = replace(
         plan,
-        status=drafted.model_copy(update={"conditions": conditions, "phase": "Failed"}).to_wire(),
+        status=drafted.model_copy(
+            update={"conditions": conditions, "phase": "Failed", "reason": "CreationFailed"}
+        ).to_wire(),
         events=[*plan.events, Event("Warning", "CreationFailed", message)],
     )
     answer.requeue(REFUSED_RETRY_SECONDS)
@@ -239,5 +241,6 @@ def invalid(status: dict[str, Any], metadata: dict[str, Any], problem: str, now:
     conditions = set_condition(
         list(old.conditions), "Ready", "False", "InvalidSpec", f"invalid spec: {problem}", generation, now
     )
-    new = old.model_copy(update={"phase": "Failed", "conditions": conditions, "observed_generation": generation})
+    update = {"phase": "Failed", "reason": "InvalidSpec", "conditions": conditions, "observed_generation": generation}
+    new = old.model_copy(update=update)
     return Plan(status=new.to_wire())

@@ -50,10 +50,14 @@ class StatusDraft(Generic[Status]):
         self.plan.events.append(Event("Warning" if warning else "Normal", reason, message))
 
     def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
-        """Enter ``phase``; entering it (not staying in it) is an Event."""
+        """Enter ``phase`` for ``reason``; entering it (not staying in it) is an Event.
+
+        The reason is kept beside the phase (``status.reason``) for the printer column: a
+        JSONPath over the conditions prints the first that matches, not the one that explains.
+        """
         if self.status.phase != phase:
             self.event(reason, message, warning)
-        self.update(phase=phase)
+        self.update(phase=phase, reason=reason)
 
     def has_condition(self, type_: str) -> bool:
         return any(c.type == type_ for c in self.status.conditions)

@@ -34,7 +34,7 @@ from aidc.identity.names import checkpoint_claim_name, rank_pod_name
 from aidc.management.conditions import set_condition
 from aidc.management.observe import RankPod, parse_time
 from aidc.management.patching import merge_patch
-from aidc.management.plan import Event, Plan, PodDeletion
+from aidc.management.plan import Event, Plan, PodDeletion, Refusal
 from aidc.management.status_draft import StatusDraft, generation_of
 from aidc.network.rendezvous import rendezvous_service
 from aidc.settings import OperatorSettings
@@ -220,7 +220,7 @@ def decide(obs: TrainingObservation) -> Plan:
         _expire(d)
         return d.done()
     if status.phase in FINISHED:  # a spec that could not be parsed was fixed: start over
-        d.update(phase="Pending", completion_time=None, conditions=[])
+        d.update(phase="Pending", reason=None, completion_time=None, conditions=[])
     for pod in stale:
         if not pod.deleting:
             d.plan.delete.append(PodDeletion(pod.name))
@@ -290,8 +290,13 @@ def _backing_off(d: _Decision) -> bool:
 
 
 def _invalid_spec_fixed(d: _Decision) -> bool:
+    """A job Failed with InvalidSpec whose spec changed since: it starts over.
+
+    By generation, not by parsing again: a spec the operator parses may still be one the API
+    server refuses pods of, and that job must stay Failed until the user edits it.
+    """
     failed = next((c for c in d.old.conditions if c.type == "Failed"), None)
-    return failed is not None and failed.reason == "InvalidSpec"
+    return failed is not None and failed.reason == "InvalidSpec" and failed.observed_generation != d.generation
 
 
 def _ensure_supporting_objects(d: _Decision) -> None:
@@ -475,18 +480,25 @@ def _expire(d: _Decision) -> None:
         d.plan.requeue(left)
 
 
-def refused(job: TrainingJob, plan: Plan, message: str, now: datetime) -> Plan:
-    """``plan`` once the API server refused one of its objects (quota, admission, a bad podTemplate).
+def refused(obs: TrainingObservation, plan: Plan, refusal: Refusal) -> Plan:
+    """``plan`` once the API server refused one of its objects: the refusal decides what comes next.
 
-    The refusal becomes the reason in status. A gang the decision recorded as created in this
-    pass is not: the next pass creates the ranks still missing rather than taking them for lost.
+    A rank pod or claim refused for what it is (400 or 422: an override or value the schema
+    cannot check) can never be created, so the job fails with InvalidSpec at once instead of
+    staying Pending; it starts over when the spec changes. Any other refusal (quota, admission
+    policy) becomes the reason in status and is tried again. A gang the decision recorded as
+    created in this pass is not: the next pass creates the ranks still missing rather than
+    taking them for lost.
     """
+    if refusal.blames_the_spec:
+        return _spec_refused(obs, refusal)
+    job, now, message = obs.job, obs.now, str(refusal)
     before = job.status or TrainingJobStatus()
     status = TrainingJobStatus.model_validate(plan.status or before.to_wire())
     conditions = set_condition(
         list(status.conditions), "Scheduled", "False", "CreationFailed", message, generation_of(job.metadata), now
     )
-    update = {"conditions": conditions, "gang_created_time": before.gang_created_time}
+    update = {"conditions": conditions, "reason": "CreationFailed", "gang_created_time": before.gang_created_time}
     answer = replace(
         plan,
         status=status.model_copy(update=update).to_wire(),
@@ -495,6 +507,16 @@ def refused(job: TrainingJob, plan: Plan, message: str, now: datetime) -> Plan:
     )
     answer.requeue(REFUSED_RETRY_SECONDS)
     return answer
+
+
+def _spec_refused(obs: TrainingObservation, refusal: Refusal) -> Plan:
+    """The job Failed with InvalidSpec: what its spec renders is refused by the API server."""
+    d = _Decision(obs)
+    d.update(observed_generation=d.generation)
+    message = f"invalid spec: {refusal}; fix the spec (a new generation starts the job over)"
+    d.finish(False, "InvalidSpec", message)
+    _expire(d)
+    return d.done()
 
 
 def invalid(status: dict[str, Any], metadata: dict[str, Any], problem: str, now: datetime) -> Plan:
@@ -509,7 +531,8 @@ def invalid(status: dict[str, Any], metadata: dict[str, Any], problem: str, now:
     generation = generation_of(metadata)
     message = f"invalid spec: {problem}"
     conditions = set_condition(list(old.conditions), "Failed", "True", "InvalidSpec", message, generation, now)
-    new = old.model_copy(update={"phase": "Failed", "conditions": conditions, "observed_generation": generation})
+    update = {"phase": "Failed", "reason": "InvalidSpec", "conditions": conditions, "observed_generation": generation}
+    new = old.model_copy(update=update)
     plan = Plan()
     if merge_patch(status, new.to_wire()):
         plan.status = new.to_wire()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,10 +106,13 @@ class TrainingReconciler:
             return await report(self.cluster, PLURAL, body, plan), None
         window = self.settings.expectation_seconds
         await check_overdue(self.cluster, job, lambda: self._delivered(job), memory, window, self.metrics)
-        plan = decide(self.observe(job, memory))
+        observation = self.observe(job, memory)
+        plan = decide(observation)
         refusal = await self._apply_objects(job, plan, memory)
         if refusal is not None:
-            plan = refused(job, plan, str(refusal), datetime.now(UTC))
+            if refusal.refusal.blames_the_spec:
+                self.metrics.invalid_specs.labels("TrainingJob").inc()
+            plan = refused(replace(observation, now=datetime.now(UTC)), plan, refusal.refusal)
         updated, wait = await self._report(job, body, seen.get("status") or {}, plan, memory)
         if wait is None:
             return updated, plan.requeue_after
