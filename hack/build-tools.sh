@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the control-plane tools of the test bed from the pinned Go modules in hack/tools/
 # into $AIDC_TOOLS (default .cache/tools/bin), one binary per tool, each stamped with its
-# version. A tool is rebuilt only when its pinned module (go.mod + go.sum) changed, so a
-# second run does nothing. Usage: hack/build-tools.sh [tool ...]
+# version, and copies the CRDs of other projects the tests install (the CSI snapshot API) from
+# their pinned modules into $AIDC_TOOL_CRDS (default .cache/tools/crds), one folder each. A
+# tool is rebuilt, a folder copied, only when its pinned module (go.mod + go.sum) changed, so
+# a second run does nothing. Usage: hack/build-tools.sh [tool ... | snapshot-crds ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools_dir="$root/hack/tools"
@@ -69,4 +71,30 @@ for spec in "${specs[@]}"; do
   echo ">> built $name in $(($(date +%s) - start))s" >&2
   built=$((built + 1))
 done
-((built)) || echo "tools up to date in $bin" >&2
+
+# CRDs copied from a pinned module's files, nothing built; verified against the module's go.sum
+# name  module-dir  module  version  files (a glob inside the module)
+crd_root=${AIDC_TOOL_CRDS:-$(dirname "$bin")/crds}
+manifests=(
+  "snapshot|snapshot|github.com/kubernetes-csi/external-snapshotter/client/v8|$EXTERNAL_SNAPSHOTTER_VERSION|config/crd/snapshot.storage.k8s.io_*.yaml"
+)
+for spec in "${manifests[@]}"; do
+  IFS='|' read -r name dir module version files <<<"$spec"
+  if ((${#wanted[@]})) && [[ " ${wanted[*]} " != *" $name-crds "* ]]; then continue; fi
+  out="$crd_root/$name"
+  stamp="$name-crds $version $(cat "$tools_dir/$dir/go.mod" "$tools_dir/$dir/go.sum" | sha256sum | cut -c1-16)"
+  if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$stamp" ]]; then
+    continue
+  fi
+  echo ">> copying $name CRDs from $module $version" >&2
+  src=$(cd "$tools_dir/$dir" && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -n "$src" && -d "$src" ]] || { echo "could not download $module@$version" >&2; exit 1; }
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  # shellcheck disable=SC2086  # files is a glob
+  cp $src/$files "$out.tmp/"
+  chmod -R u+w "$out.tmp"
+  echo "$stamp" >"$out.tmp/.stamp"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  built=$((built + 1))
+done
+((built)) || echo "tools up to date in $bin and $crd_root" >&2

@@ -116,6 +116,10 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         "language-model-default-learning-rate",
         _with(TRAINING_JOB, "spec.trainer", {"task": "language-model", "epochs": 1}),
     ),
+    (
+        "snapshot-on-success-default-class",
+        _with(TRAINING_JOB, "spec.storage", {"checkpoints": {"size": "1Gi", "snapshotOnSuccess": {}}}),
+    ),
 ]
 
 # (id, body, words that the message must contain: the field's name and the problem)
@@ -154,6 +158,15 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     ("bad-precision", _with(TRAINING_JOB, "spec.trainer.precision", "int4"), ["precision"]),
     ("negative-backoff", _with(TRAINING_JOB, "spec.failurePolicy", {"backoffLimit": -1}), ["backoffLimit"]),
+    (
+        "snapshot-class-not-a-name",
+        _with(
+            TRAINING_JOB,
+            "spec.storage",
+            {"checkpoints": {"claimName": "mine", "snapshotOnSuccess": {"volumeSnapshotClassName": "Fast_Snaps"}}},
+        ),
+        ["volumeSnapshotClassName"],
+    ),
     ("bad-gang-scheduler", _with(TRAINING_JOB, "spec.schedulingPolicy", {"gangScheduler": "Slurm"}), ["gangScheduler"]),
     ("job-name-too-long", _with(TRAINING_JOB, "metadata.name", "a" * 53), ["metadata.name", "52"]),
     ("job-name-starts-with-digit", _with(TRAINING_JOB, "metadata.name", "1abc"), ["metadata.name"]),

@@ -333,6 +333,8 @@ def test_what_the_chart_service_account_may_not_do(
         assert may("create", "pods") and may("patch", "pods") and may("create", "podgroups", "scheduling.volcano.sh")
         assert may("patch", "trainingjobs", "aidc.io") and may("create", "horizontalpodautoscalers", "autoscaling")
         assert may("watch", "customresourcedefinitions", "apiextensions.k8s.io", None)
+        assert may("create", "volumesnapshots", "snapshot.storage.k8s.io")  # the checkpoint backup
+        assert not may("delete", "volumesnapshots", "snapshot.storage.k8s.io")  # which outlives its job
         # never: secrets, configmaps, nodes, CRD changes, impersonation, pod exec
         for verb, resource, group, where in [
             ("get", "secrets", "", namespace),

@@ -108,6 +108,17 @@ def test_the_operator_may_grant_what_it_gives_the_trainer() -> None:
 
 
 @MODES
+def test_checkpoint_snapshots_may_only_be_read_and_created(values: dict[str, Any]) -> None:
+    """A snapshot is a backup that outlives its job: the operator never lists, changes or deletes one."""
+    held = {g for _, _, rule in rules(render(values)) for g in grants([rule])}
+    snapshots = {g for g in held if "snapshot" in g[1] or "snapshot" in g[0]}
+    assert snapshots == {
+        ("snapshot.storage.k8s.io", "volumesnapshots", "get"),
+        ("snapshot.storage.k8s.io", "volumesnapshots", "create"),
+    }
+
+
+@MODES
 def test_deployment_is_one_hardened_replica_replaced_by_recreate(values: dict[str, Any]) -> None:
     objects = render(values)
     deployment = one(objects, "Deployment")

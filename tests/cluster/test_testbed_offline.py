@@ -109,3 +109,24 @@ def test_wait_for_reports_the_last_observed_value() -> None:
     with pytest.raises(WaitTimeoutError, match="last observed: KeyError"):
         wait_for(lambda: {}["pod"], ignore=(KeyError,), timeout=0.05, interval=0.01)
     assert wait_for(lambda: "Running", until=lambda p: p == "Running") == "Running"
+
+
+def test_the_snapshot_crds_come_from_the_module_version_pinned_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """versions.env (what build-tools.sh downloads) and the module's go.mod/go.sum (what verifies it) agree."""
+    from aidc_testbed import default_tool_crds_dir
+
+    tools = Path(__file__).resolve().parents[2] / "hack" / "tools"
+    pinned = dict(
+        line.split("=", 1)
+        for line in (tools / "versions.env").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    version = pinned["EXTERNAL_SNAPSHOTTER_VERSION"]
+    module = "github.com/kubernetes-csi/external-snapshotter/client/v8"
+    assert f"require {module} {version}" in (tools / "snapshot" / "go.mod").read_text()
+    assert f"{module} {version} h1:" in (tools / "snapshot" / "go.sum").read_text()
+    monkeypatch.setenv("AIDC_TOOLS", "/x/tools/bin")
+    monkeypatch.delenv("AIDC_TOOL_CRDS", raising=False)
+    assert default_tool_crds_dir() == Path("/x/tools/crds")  # beside the binaries, as build-tools.sh puts them
+    monkeypatch.setenv("AIDC_TOOL_CRDS", "/elsewhere")
+    assert default_tool_crds_dir() == Path("/elsewhere")

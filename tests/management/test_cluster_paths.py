@@ -27,6 +27,11 @@ def obj(api_version: str, kind: str) -> dict[str, Any]:
         ("apps/v1", "Deployment", "/apis/apps/v1/namespaces/ml/deployments"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers"),
         ("scheduling.volcano.sh/v1beta1", "PodGroup", "/apis/scheduling.volcano.sh/v1beta1/namespaces/ml/podgroups"),
+        (
+            "snapshot.storage.k8s.io/v1",
+            "VolumeSnapshot",
+            "/apis/snapshot.storage.k8s.io/v1/namespaces/ml/volumesnapshots",
+        ),
     ],
 )
 def test_collection_paths(api_version: str, kind: str, expected: str) -> None:

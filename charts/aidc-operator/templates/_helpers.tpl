@@ -90,6 +90,11 @@ no wildcards, no secrets.
 - apiGroups: [scheduling.volcano.sh, scheduling.x-k8s.io]
   resources: [podgroups]
   verbs: [get, create]
+# the checkpoint snapshot of a succeeded job (storage.checkpoints.snapshotOnSuccess): read by name and
+# created once; never listed, watched or deleted (a backup outlives its job)
+- apiGroups: [snapshot.storage.k8s.io]
+  resources: [volumesnapshots]
+  verbs: [get, create]
 # InferenceService: the serving Deployment and its autoscaler
 - apiGroups: [apps]
   resources: [deployments]

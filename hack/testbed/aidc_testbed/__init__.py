@@ -6,7 +6,7 @@ Used by the cluster tests (``tests/conftest.py``), by the demo, and by hand thro
 
 from __future__ import annotations
 
-from aidc_testbed.config import TestbedConfig
+from aidc_testbed.config import TestbedConfig, default_tool_crds_dir
 from aidc_testbed.health import StartError
 from aidc_testbed.kwok import (
     ANNOTATION_EXIT_AFTER,
@@ -34,6 +34,7 @@ __all__ = [
     "TestbedConfig",
     "TestbedError",
     "WaitTimeoutError",
+    "default_tool_crds_dir",
     "exit_annotations",
     "wait_for",
 ]

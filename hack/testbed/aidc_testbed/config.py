@@ -25,6 +25,12 @@ def default_tools_dir() -> Path:
     return Path(os.environ.get("AIDC_TOOLS", REPO_ROOT / ".cache" / "tools" / "bin"))
 
 
+def default_tool_crds_dir() -> Path:
+    """Where ``hack/build-tools.sh`` copies the CRDs of other projects the tests install (the CSI
+    snapshot API in ``snapshot/``): ``$AIDC_TOOL_CRDS``, else ``crds`` beside the tools' folder."""
+    return Path(os.environ.get("AIDC_TOOL_CRDS", default_tools_dir().parent / "crds"))
+
+
 def default_images_dir() -> Path:
     """Where ``make images`` puts the image archives: ``$AIDC_IMAGES``, else ``.cache/images``."""
     return Path(os.environ.get("AIDC_IMAGES", REPO_ROOT / ".cache" / "images"))

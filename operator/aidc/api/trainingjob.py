@@ -39,6 +39,7 @@ SUB_PATH_RULE = FieldRule(
     lambda path: not path.startswith("/") and ".." not in path.split("/"),
 )
 SubPath = Annotated[str, Field(max_length=1024), SUB_PATH_RULE]
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class Dataset(ApiModel):
@@ -119,6 +120,23 @@ class TrainerConfig(ApiModel):
     )
 
 
+class SnapshotOnSuccess(ApiModel):
+    """Take one VolumeSnapshot of the checkpoint claim when the job succeeds, named
+    <job>-checkpoints-<first 8 characters of the job's uid> ({} uses the default VolumeSnapshotClass);
+    status.snapshot and the SnapshotTaken condition report it. It has no owner: deleting the job keeps
+    the backup. Needs the snapshot.storage.k8s.io API (the CSI snapshot CRDs and controller) and a CSI
+    driver that can snapshot the claim's volume."""
+
+    volume_snapshot_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="VolumeSnapshotClass of the snapshot (its CSI driver and deletionPolicy); the cluster's "
+        "default class for the claim's driver when unset.",
+    )
+
+
 class CheckpointStorage(ApiModel):
     """The claim checkpoints and exported models are written to (by rank 0 only)."""
 
@@ -140,6 +158,10 @@ class CheckpointStorage(ApiModel):
         default="Retain",
         description="Retain keeps a claim the operator created after the job is deleted (checkpoints are data); "
         "Delete removes it with the job. A claim named by claimName is never deleted.",
+    )
+    snapshot_on_success: SnapshotOnSuccess | None = Field(
+        default=None,
+        description="A VolumeSnapshot of the claim when the job succeeds, kept after the job (a backup).",
     )
 
     cel_rules = (
@@ -359,6 +381,26 @@ class ModelStatus(StatusModel):
     size_bytes: int | None = Field(default=None, description="Size of the exported weights, to size start-up probes.")
 
 
+class SnapshotStatus(StatusModel):
+    """The VolumeSnapshot of the checkpoint claim taken when the job succeeded, as its controller reports it."""
+
+    name: str = Field(description="Name of the VolumeSnapshot, in the job's namespace.")
+    claim_name: str = Field(description="The checkpoint claim it is a snapshot of.")
+    volume_snapshot_class_name: str | None = Field(
+        default=None, description="The VolumeSnapshotClass asked for; unset for the default class."
+    )
+    ready_to_use: bool | None = Field(
+        default=None,
+        description="The snapshot controller's readyToUse: true once the snapshot can restore a claim; "
+        "unset while no controller has reported (pending).",
+    )
+    creation_time: datetime | None = Field(
+        default=None, description="When the storage system cut the snapshot (the controller's creationTime)."
+    )
+    restore_size: str | None = Field(default=None, description="Smallest size of a claim restored from it.")
+    error: str | None = Field(default=None, description="The snapshot controller's latest error, if any.")
+
+
 class TrainingJobStatus(StatusModel):
     """What the operator observed. Written only by the operator."""
 
@@ -385,6 +427,9 @@ class TrainingJobStatus(StatusModel):
     progress: Progress | None = Field(default=None, description="Rank 0's latest heartbeat.")
     checkpoint: CheckpointStatus | None = Field(default=None, description="The latest checkpoint.")
     model: ModelStatus | None = Field(default=None, description="The exported model.")
+    snapshot: SnapshotStatus | None = Field(
+        default=None, description="The VolumeSnapshot of the checkpoint claim (storage.checkpoints.snapshotOnSuccess)."
+    )
 
 
 class TrainingJob(ApiModel):

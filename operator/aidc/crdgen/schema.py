@@ -42,7 +42,7 @@ def model_schema(model: type[BaseModel], description: str | None = None) -> Sche
         if field.is_required():
             required.append(alias)
     schema: Schema = {"type": "object"}
-    doc = description or (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    doc = description or " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
     if doc:
         schema["description"] = doc
     schema["properties"] = properties

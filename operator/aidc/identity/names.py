@@ -40,3 +40,9 @@ def checkpoint_sub_path(job: TrainingJob) -> str:
 def checkpoint_dir(job: TrainingJob) -> str:
     """AIDC_CHECKPOINT_DIR inside rank 0: the job's folder on the mounted claim."""
     return f"{contract.CHECKPOINT_MOUNT}/{checkpoint_sub_path(job)}"
+
+
+def checkpoint_snapshot_name(job: TrainingJob) -> str:
+    """``<job>-checkpoints-<first 8 characters of the job's uid>``: the snapshot outlives the job, so a
+    job created again under the same name takes a snapshot of its own instead of finding the old one."""
+    return f"{job.metadata['name']}-checkpoints-{str(job.metadata['uid'])[:8]}"

@@ -37,6 +37,7 @@ _PLURALS = {
     "Deployment": "deployments",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Event": "events",
+    "VolumeSnapshot": "volumesnapshots",
 }
 
 
@@ -110,6 +111,31 @@ class Cluster:
             problem = f"a {kind} of that name exists that this {owner['kind']} does not own: delete or rename it"
             raise CreationRefusedError(kind, meta["name"], 409, problem)
         return False
+
+    async def read(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server has it; None when there is none, or its API is not served
+        (``serves`` tells the two apart)."""
+        collection = _path({"apiVersion": api_version, "metadata": {"namespace": namespace}}, plural)
+        try:
+            answer = await self._send("get", plural, "GET", f"{collection}/{name}", None)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        found: dict[str, Any] = json.loads(answer)
+        return found
+
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``api_version`` (discovery, which every
+        authenticated user may read): a CRD not installed is not served."""
+        try:
+            answer = await self._send("discover", api_version, "GET", f"/apis/{api_version}", None)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        resources = json.loads(answer).get("resources") or []
+        return any(resource.get("name") == plural for resource in resources)
 
     async def ensure_trainer_identity(self, namespace: str) -> None:
         """The trainer's ServiceAccount, Role and RoleBinding in ``namespace``, once per process.

@@ -31,6 +31,7 @@ from aidc.compute.gang import rank_pod
 from aidc.compute.scheduling import pod_group
 from aidc.identity.labels import job_labels
 from aidc.identity.names import checkpoint_claim_name, rank_pod_name
+from aidc.management.checkpoint_snapshot import SnapshotLookup, holds_deletion, take_snapshot
 from aidc.management.conditions import set_condition
 from aidc.management.observe import RankPod, parse_time
 from aidc.management.patching import merge_patch
@@ -39,6 +40,7 @@ from aidc.management.status_draft import StatusDraft, generation_of
 from aidc.network.rendezvous import rendezvous_service
 from aidc.settings import OperatorSettings
 from aidc.storage.claims import model_location, owned_claim
+from aidc.storage.snapshots import snapshot_request
 
 MAX_BACKOFF_SECONDS = 600
 # a refused object is tried again this soon (a quota freed, a policy fixed)
@@ -62,6 +64,8 @@ class TrainingObservation:
     pod_group_exists: bool = True
     # pods created by this operator that the watch has not delivered yet
     expected: frozenset[str] = frozenset()
+    # the checkpoint snapshot of a succeeded job, when there was something to learn about it
+    snapshot: SnapshotLookup | None = None
 
 
 def backoff_seconds(base: int, restarts: int) -> float:
@@ -87,6 +91,8 @@ class _Decision(StatusDraft[TrainingJobStatus]):
         if self.has_condition("Restarting"):
             self.condition("Restarting", False, reason, message)
         self.clean_up_pods()
+        if succeeded and snapshot_request(self.job) is not None:
+            self.plan.requeue(0)  # the next pass, from the Succeeded status, takes the snapshot
 
     def restart(self, reason: str, message: str) -> None:
         restarts = self.status.restarts + 1
@@ -217,6 +223,7 @@ def decide(obs: TrainingObservation) -> Plan:
     _force_out_stuck_pods(d)
     if status.phase in FINISHED and not _invalid_spec_fixed(d):
         d.clean_up_pods()
+        take_snapshot(d, obs.job, obs.snapshot, obs.settings)
         _expire(d)
         return d.done()
     if status.phase in FINISHED:  # a spec that could not be parsed was fixed: start over
@@ -471,7 +478,7 @@ def _hang_check(d: _Decision, current: list[RankPod]) -> None:
 def _expire(d: _Decision) -> None:
     ttl = d.job.spec.run_policy.ttl_seconds_after_finished
     finished = d.status.completion_time
-    if ttl is None or finished is None:
+    if ttl is None or finished is None or holds_deletion(d.job):
         return
     left = (finished + timedelta(seconds=ttl) - d.now).total_seconds()
     if left <= 0:

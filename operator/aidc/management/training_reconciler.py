@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from aidc.api import TrainingJob, describe_validation_error
 from aidc.compute.scheduling import group_name, pod_group
 from aidc.identity.names import checkpoint_claim_name, rendezvous_service_name
+from aidc.management.apiserver import ApiError
+from aidc.management.checkpoint_snapshot import SnapshotLookup, snapshot_refused, snapshot_to_look_up
 from aidc.management.cluster import Cluster, CreationRefusedError
 from aidc.management.job_parsing import parse_job
 from aidc.management.metrics import OperatorMetrics
@@ -30,6 +32,7 @@ from aidc.management.status_batching import body_to_decide_from, patch_to_write
 from aidc.management.training_decision import TrainingObservation, decide, invalid, refused
 from aidc.management.workers import Memory
 from aidc.settings import OperatorSettings
+from aidc.storage.snapshots import SNAPSHOT_API_VERSION, SNAPSHOT_PLURAL
 
 PLURAL = "trainingjobs"
 
@@ -66,7 +69,7 @@ class TrainingReconciler:
     def _delivered(self, job: TrainingJob) -> set[str]:
         return {pod.name for pod in self._pods_of(job)}
 
-    def observe(self, job: TrainingJob, memory: Memory) -> TrainingObservation:
+    def observe(self, job: TrainingJob, memory: Memory, snapshot: SnapshotLookup | None = None) -> TrainingObservation:
         namespace = job.metadata["namespace"]
         pods = self._pods_of(job)
         seen = {pod.name for pod in pods}
@@ -82,7 +85,24 @@ class TrainingReconciler:
             claim_exists=claim is None or (namespace, claim) in self.indexes.claims,
             pod_group_exists=group is None or f"podgroup/{group_name(job)}" in memory.ensured,
             expected=frozenset(memory.expected),
+            snapshot=snapshot,
         )
+
+    async def _look_up_snapshot(self, job: TrainingJob) -> SnapshotLookup | None:
+        """The checkpoint snapshot of a succeeded job, read by name (the operator watches no snapshots:
+        it may only get and create them); None when the decision has nothing to learn from it."""
+        name = snapshot_to_look_up(job)
+        if name is None:
+            return None
+        namespace = job.metadata["namespace"]
+        try:
+            found = await self.cluster.read(SNAPSHOT_API_VERSION, SNAPSHOT_PLURAL, namespace, name)
+            if found is None and not await self.cluster.serves(SNAPSHOT_API_VERSION, SNAPSHOT_PLURAL):
+                return SnapshotLookup(api_available=False)
+        except ApiError as error:
+            problem = f"reading VolumeSnapshot {name} was refused ({error.status}): {error.message}"
+            return SnapshotLookup(problem=problem)
+        return SnapshotLookup(found=found)
 
     async def reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:
         """One pass; the job as its status write returned it (if any), and seconds until the next pass."""
@@ -106,10 +126,12 @@ class TrainingReconciler:
             return await report(self.cluster, PLURAL, body, plan), None
         window = self.settings.expectation_seconds
         await check_overdue(self.cluster, job, lambda: self._delivered(job), memory, window, self.metrics)
-        observation = self.observe(job, memory)
+        observation = self.observe(job, memory, await self._look_up_snapshot(job))
         plan = decide(observation)
-        refusal = await self._apply_objects(job, plan, memory)
-        if refusal is not None:
+        for refusal in await self._apply_objects(job, plan, memory):
+            if refusal.kind == "VolumeSnapshot":
+                plan = snapshot_refused(job, plan, refusal.status, refusal.message, datetime.now(UTC))
+                continue
             if refusal.refusal.blames_the_spec:
                 self.metrics.invalid_specs.labels("TrainingJob").inc()
             plan = refused(replace(observation, now=datetime.now(UTC)), plan, refusal.refusal)
@@ -118,7 +140,9 @@ class TrainingReconciler:
             return updated, plan.requeue_after
         return updated, wait if plan.requeue_after is None else min(plan.requeue_after, wait)
 
-    async def _apply_objects(self, job: TrainingJob, plan: Plan, memory: Memory) -> CreationRefusedError | None:
+    async def _apply_objects(self, job: TrainingJob, plan: Plan, memory: Memory) -> list[CreationRefusedError]:
+        """Creates and deletes what ``plan`` says; the creates the API server refused (the first of
+        the gang's, and the snapshot's: each has its own condition)."""
         namespace = job.metadata["namespace"]
 
         async def create(obj: dict[str, Any]) -> None:
@@ -135,18 +159,18 @@ class TrainingReconciler:
         gang = [o for o in plan.create if o["kind"] in ("Pod", "Service")]
         if any(o["kind"] == "Pod" for o in gang):
             await self.cluster.ensure_trainer_identity(namespace)
-        error: CreationRefusedError | None = None
+        refusals: dict[bool, CreationRefusedError] = {}  # by: is it the snapshot's
         for batch in (first, gang):
             results = await asyncio.gather(*(create(o) for o in batch), return_exceptions=True)
             for result in results:
                 if isinstance(result, CreationRefusedError):
-                    error = error or result
+                    refusals.setdefault(result.kind == "VolumeSnapshot", result)
                 elif isinstance(result, BaseException):
                     raise result
         await asyncio.gather(*(self.cluster.delete_pod(namespace, d) for d in plan.delete))
         if plan.delete_resource:
             await self.cluster.delete_custom(PLURAL, namespace, job.metadata["name"])
-        return error
+        return list(refusals.values())
 
     async def _report(
         self, job: TrainingJob, body: dict[str, Any], seen: dict[str, Any], plan: Plan, memory: Memory
