@@ -37,6 +37,22 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("language-model-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "language-model"})),
     ("gan-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "gan"})),
     ("inference-service", INFERENCE_SERVICE),
+    (
+        "inference-service-allow-from",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.network",
+            {
+                "allowFrom": [
+                    {"namespaceSelector": {}},
+                    {
+                        "namespaceSelector": {"matchLabels": {"team": "vision"}},
+                        "podSelector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["api"]}]},
+                    },
+                ]
+            },
+        ),
+    ),
 ]
 
 # (id, body, words that the message must contain: the field's name and the problem)
@@ -106,4 +122,28 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["either replicas or autoscaling"],
     ),
     ("zero-batch", _with(INFERENCE_SERVICE, "spec.batching", {"maxBatchSize": 0}), ["maxBatchSize"]),
+    (
+        "peer-without-selector",
+        _with(INFERENCE_SERVICE, "spec.network", {"allowFrom": [{}]}),
+        ["namespaceSelector, podSelector or both"],
+    ),
+    ("allow-from-empty", _with(INFERENCE_SERVICE, "spec.network", {"allowFrom": []}), ["allowFrom"]),
+    (
+        "selector-in-without-values",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.network",
+            {"allowFrom": [{"podSelector": {"matchExpressions": [{"key": "role", "operator": "In"}]}}]},
+        ),
+        ["values must be non-empty for In and NotIn"],
+    ),
+    (
+        "selector-bad-operator",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.network",
+            {"allowFrom": [{"podSelector": {"matchExpressions": [{"key": "role", "operator": "Gt"}]}}]},
+        ),
+        ["operator"],
+    ),
 ]

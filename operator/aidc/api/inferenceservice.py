@@ -8,6 +8,7 @@ from pydantic import Field
 
 from aidc.api.base import ApiModel, CelRule, StatusModel
 from aidc.api.common import NAME_RULE, Conditions, EnvVar, Placement, PodTemplateOverrides, Resources
+from aidc.api.network import ServingNetwork
 
 ExportChoice = Literal["Final", "Best"]
 AutoscalingMetric = Literal["cpu", "memory"]
@@ -99,6 +100,10 @@ class InferenceServiceSpec(ApiModel):
         default=8 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body accepted (413 above)."
     )
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment of the server.")
+    network: ServingNetwork | None = Field(
+        default=None,
+        description="Who may connect to the server; by default every pod of the InferenceService's namespace.",
+    )
     placement: Placement = Field(default_factory=Placement, description="Node selection.")
     pod_template: PodTemplateOverrides = Field(
         default_factory=PodTemplateOverrides, description="Labels, annotations and pod-spec fields for every pod."
