@@ -339,3 +339,21 @@ def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert (chart["apiVersion"], chart["version"], chart["appVersion"]) == ("v2", "0.1.0", "0.1.0")
     assert Path(CHART / "templates" / "NOTES.txt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("AIDC_NETWORK_POLICY", "yes", "must be true or false"),
+        ("AIDC_NETWORK_POLICY_METRICS_FROM", '{"namespaceSelector": {}}', "JSON list of NetworkPolicy peers"),
+        ("AIDC_NETWORK_POLICY_METRICS_FROM", '["monitoring"]', "JSON list of NetworkPolicy peers"),
+    ],
+)
+def test_a_network_policy_setting_the_operator_cannot_read_stops_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, complaint: str
+) -> None:
+    """Set by hand (the kustomize base, `aidc run`) rather than by the chart's schema: refused at start-up,
+    not read as "off" (a typo must not open the cluster)."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=complaint):
+        OperatorSettings.from_env()
