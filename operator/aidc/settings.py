@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 
 def _int(name: str, default: int) -> int:
@@ -12,6 +14,34 @@ def _int(name: str, default: int) -> int:
 
 def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+def _bool(name: str, default: bool) -> bool:
+    """``true`` or ``false`` (as Helm quotes a boolean); anything else stops the operator at start-up."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value.strip().lower() == "true"
+
+
+def _peers(name: str, default: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    """A JSON list of NetworkPolicy peers; a value that is not one stops the operator at start-up."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    peers = json.loads(value)
+    if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
+        raise ValueError(f"{name} must be a JSON list of NetworkPolicy peers, got {value!r}")
+    return tuple(peers)
+
+
+# Where Prometheus scrapes from unless the chart says otherwise: pods labelled as Prometheus (the
+# Prometheus Operator's and the prometheus chart's servers are) in any namespace.
+DEFAULT_METRICS_FROM: tuple[dict[str, Any], ...] = (
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +79,10 @@ class OperatorSettings:
     # stop lets a worker within the wait make its pass (Workers.stop)
     settle_seconds: float = 0.2
     cluster_domain: str = "cluster.local"
+    # a NetworkPolicy per TrainingJob and per InferenceService (enforced where the CNI enforces them)
+    network_policy: bool = True
+    # NetworkPolicy peers admitted to the metrics ports of ranks and servers; empty: none
+    metrics_from: tuple[dict[str, Any], ...] = DEFAULT_METRICS_FROM
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -67,4 +101,6 @@ class OperatorSettings:
             gang_progress_seconds=_float("AIDC_GANG_PROGRESS_SECONDS", cls.gang_progress_seconds),
             settle_seconds=_float("AIDC_SETTLE_SECONDS", cls.settle_seconds),
             cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
+            network_policy=_bool("AIDC_NETWORK_POLICY", cls.network_policy),
+            metrics_from=_peers("AIDC_NETWORK_POLICY_METRICS_FROM", cls.metrics_from),
         )

@@ -120,6 +120,22 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         "snapshot-on-success-default-class",
         _with(TRAINING_JOB, "spec.storage", {"checkpoints": {"size": "1Gi", "snapshotOnSuccess": {}}}),
     ),
+    (
+        "inference-service-allow-from",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.network",
+            {
+                "allowFrom": [
+                    {"namespaceSelector": {}},
+                    {
+                        "namespaceSelector": {"matchLabels": {"team": "vision"}},
+                        "podSelector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["api"]}]},
+                    },
+                ]
+            },
+        ),
+    ),
 ]
 
 # (id, body, words that the message must contain: the field's name and the problem)
@@ -349,5 +365,29 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         "more-procs-than-gpus",
         _with(TRAINING_JOB, "spec", {**TRAINING_JOB["spec"], "procsPerReplica": 8, "resources": {"gpus": 4}}),
         ["procsPerReplica must not exceed resources.gpus"],
+    ),
+    (
+        "peer-without-selector",
+        _with(INFERENCE_SERVICE, "spec.network", {"allowFrom": [{}]}),
+        ["namespaceSelector, podSelector or both"],
+    ),
+    ("allow-from-empty", _with(INFERENCE_SERVICE, "spec.network", {"allowFrom": []}), ["allowFrom"]),
+    (
+        "selector-in-without-values",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.network",
+            {"allowFrom": [{"podSelector": {"matchExpressions": [{"key": "role", "operator": "In"}]}}]},
+        ),
+        ["matchExpressions[0]", "operators In and NotIn need values"],
+    ),
+    (
+        "selector-bad-operator",
+        _with(
+            INFERENCE_SERVICE,
+            "spec.network",
+            {"allowFrom": [{"podSelector": {"matchExpressions": [{"key": "role", "operator": "Gt"}]}}]},
+        ),
+        ["operator"],
     ),
 ]

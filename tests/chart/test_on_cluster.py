@@ -245,6 +245,7 @@ def test_the_chart_service_account_runs_a_training_job_to_succeeded(
         core = client.CoreV1Api(kube)
         assert core.read_namespaced_persistent_volume_claim("rbac-checkpoints", namespace)
         assert core.read_namespaced_service("rbac-gang", namespace)
+        assert client.NetworkingV1Api(kube).read_namespaced_network_policy("rbac-gang", namespace)
         # the trainer's Role grants pods get/patch: created only because the operator holds them
         assert client.RbacAuthorizationV1Api(kube).read_namespaced_role("aidc-trainer", namespace)
         for pod in pods(kube, namespace, "rbac"):
@@ -269,6 +270,7 @@ def test_the_chart_service_account_runs_a_training_job_to_succeeded(
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("network_policy", [True, False], ids=["network-policy", "no-network-policy"])
 def test_the_chart_service_account_serves_an_inference_service(
     kube: client.ApiClient,
     testbed: Any,
@@ -279,12 +281,18 @@ def test_the_chart_service_account_serves_an_inference_service(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
+    network_policy: bool,
 ) -> None:
-    """The serving half of the RBAC: Deployment, Service and autoscaler of an InferenceService."""
+    """The serving half of the RBAC: Deployment, Service, autoscaler and NetworkPolicy of an
+    InferenceService; with networkPolicy.enabled false the narrower RBAC (no create) is enough."""
     if importlib.util.find_spec(SERVING_RECONCILER) is None:
         pytest.skip(f"{SERVING_RECONCILER} does not exist yet: the InferenceService controller has not landed")
     operator_namespace = extra_namespace("operator")
-    values: dict[str, Any] = {"heartbeatPolicy": {"enabled": False}, "watchNamespaces": [namespace]}
+    values: dict[str, Any] = {
+        "heartbeatPolicy": {"enabled": False},
+        "watchNamespaces": [namespace],
+        "networkPolicy": {"enabled": network_policy},
+    }
     core = client.CoreV1Api(kube)
     core.create_namespaced_persistent_volume_claim(
         namespace,
@@ -309,6 +317,8 @@ def test_the_chart_service_account_serves_an_inference_service(
         )
         assert client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
         assert client.AutoscalingV2Api(kube).list_namespaced_horizontal_pod_autoscaler(namespace).items
+        policies = client.NetworkingV1Api(kube).list_namespaced_network_policy(namespace).items
+        assert [p.metadata.name for p in policies] == (["digits-serving"] if network_policy else [])
 
 
 @pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])

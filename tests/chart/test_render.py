@@ -163,6 +163,7 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
             "settleSeconds": 0.5,
             "clusterDomain": "corp.internal",
         },
+        "networkPolicy": {"enabled": False, "metricsFrom": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]},
     }
     env = environment(operator_container(render(values)))
     source = (REPO_ROOT / "operator" / "aidc" / "settings.py").read_text()
@@ -186,6 +187,8 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
         "gang_progress_seconds": 12.5,
         "settle_seconds": 0.5,
         "cluster_domain": "corp.internal",
+        "network_policy": False,
+        "metrics_from": ({"ipBlock": {"cidr": "10.9.0.0/16"}},),
     }
     assert {field: getattr(settings, field) for field in expected} == expected
     # the operator's Service follows the ports
@@ -218,6 +221,8 @@ def test_default_values_give_the_operator_its_own_defaults(monkeypatch: pytest.M
         "gang_progress_seconds",
         "settle_seconds",
         "cluster_domain",
+        "network_policy",
+        "metrics_from",
     ]
     plain = {k: getattr(OperatorSettings(), k) for k in knobs}
     for install, settings in installs.items():
@@ -242,6 +247,23 @@ def test_heartbeat_policy_is_rendered_unchanged_and_can_be_turned_off() -> None:
     assert [o["kind"] for o in plain] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     off = render({"heartbeatPolicy": {"enabled": False}})
     assert not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+@MODES
+def test_network_policy_verbs_follow_the_setting(values: dict[str, Any]) -> None:
+    """On: watched, created, kept in shape, read on a conflicting create. Off: only the index's watch."""
+
+    def verbs(objects: list[dict[str, Any]]) -> set[str]:
+        found = {verb for _, _, rule in rules(objects) for (group, resource, verb) in grants([rule])
+                 if (group, resource) == ("networking.k8s.io", "networkpolicies")}  # fmt: skip
+        return found
+
+    assert verbs(render(values)) == {"get", "list", "watch", "create", "patch"}
+    off = render({**values, "networkPolicy": {"enabled": False}})
+    assert verbs(off) == {"list", "watch"}
+    assert environment(operator_container(off))["AIDC_NETWORK_POLICY"] == "false"
+    no_scraper = environment(operator_container(render({**values, "networkPolicy": {"metricsFrom": []}})))
+    assert no_scraper["AIDC_NETWORK_POLICY_METRICS_FROM"] == "[]"
 
 
 def test_service_monitor_is_optional() -> None:
@@ -292,6 +314,16 @@ def test_helm_test_hook_runs_where_the_operator_may() -> None:
         ({"metrics": {"port": 70000}}, "port"),
         ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "enabled"),
         ({"trainerImage": ""}, "trainerImage"),
+        ({"networkPolicy": {"enabled": "yes"}}, "enabled"),
+        ({"networkPolicy": {"metricsFrom": [{"namespace": "monitoring"}]}}, "namespace"),
+        (
+            {
+                "networkPolicy": {
+                    "metricsFrom": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}}]
+                }
+            },
+            "operator",
+        ),
     ],
 )
 def test_schema_refuses_unknown_keys_and_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -318,3 +350,21 @@ def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert (chart["apiVersion"], chart["version"], chart["appVersion"]) == ("v2", "0.1.0", "0.1.0")
     assert Path(CHART / "templates" / "NOTES.txt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("AIDC_NETWORK_POLICY", "yes", "must be true or false"),
+        ("AIDC_NETWORK_POLICY_METRICS_FROM", '{"namespaceSelector": {}}', "JSON list of NetworkPolicy peers"),
+        ("AIDC_NETWORK_POLICY_METRICS_FROM", '["monitoring"]', "JSON list of NetworkPolicy peers"),
+    ],
+)
+def test_a_network_policy_setting_the_operator_cannot_read_stops_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, complaint: str
+) -> None:
+    """Set by hand (the kustomize base, `aidc run`) rather than by the chart's schema: refused at start-up,
+    not read as "off" (a typo must not open the cluster)."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=complaint):
+        OperatorSettings.from_env()

@@ -17,7 +17,7 @@ from aidc.storage.snapshots import checkpoint_snapshot
 from tests.factories import training_job
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-SETTINGS = OperatorSettings()
+SETTINGS = OperatorSettings(network_policy=False)  # the gang's policy is tested in test_training_decision
 UID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 NAME = "mnist-checkpoints-0a1b2c3d"  # <job>-checkpoints-<first 8 characters of the uid>
 SNAPSHOT_SPEC = {"storage": {"checkpoints": {"size": "1Gi", "snapshotOnSuccess": {"volumeSnapshotClassName": "fast"}}}}

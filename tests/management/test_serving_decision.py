@@ -13,6 +13,7 @@ from aidc.compute.serving import serving_deployment, startup_failure_threshold
 from aidc.contract import ANNOTATION_SPEC_HASH
 from aidc.management.plan import Plan
 from aidc.management.serving_decision import DeploymentView, ServingObservation, decide, invalid, refused
+from aidc.network.policies import serving_policy
 from aidc.settings import OperatorSettings
 from tests.factories import inference_service as isvc
 
@@ -23,8 +24,11 @@ EXPORTED = ModelStatus(
 
 
 def run(service: InferenceService, **obs: Any) -> Plan:
+    """One decision; the Service and the NetworkPolicy are observed as they should be unless told."""
     obs.setdefault("service_exists", True)
     obs.setdefault("settings", OperatorSettings())
+    current = serving_policy(service, obs["settings"].metrics_from)
+    obs.setdefault("network_policy_hash", current["metadata"]["annotations"][ANNOTATION_SPEC_HASH])
     return decide(ServingObservation(isvc=service, now=NOW, **obs))
 
 
@@ -152,3 +156,47 @@ def test_an_unusable_spec_fails_the_service() -> None:
     plan = invalid({"phase": "Ready"}, {"generation": 2}, "spec.model: set one", NOW)
     assert plan.status is not None and (plan.status["phase"], plan.status["observedGeneration"]) == ("Failed", 2)
     assert conditions(plan)["Ready"] == ("False", "InvalidSpec")
+
+
+@pytest.mark.parametrize(
+    ("observed_hash", "settings", "created", "updated"),
+    [
+        (None, OperatorSettings(), ["digits-serving"], []),
+        ("0123456789abcdef", OperatorSettings(), [], ["digits-serving"]),  # e.g. spec.network.allowFrom changed
+        ("current", OperatorSettings(), [], []),
+        (None, OperatorSettings(network_policy=False), [], []),
+    ],
+)
+def test_the_servers_network_policy_is_kept_whatever_the_model(
+    observed_hash: str | None, settings: OperatorSettings, created: list[str], updated: list[str]
+) -> None:
+    obs: dict[str, Any] = {"settings": settings}
+    if observed_hash != "current":
+        obs["network_policy_hash"] = observed_hash
+    for observed in ({"training_job_exists": False}, {"training_job_exists": True, "training_job_model": EXPORTED}):
+        plan = run(isvc(), **obs, **observed)
+        assert [o["metadata"]["name"] for o in plan.create if o["kind"] == "NetworkPolicy"] == created
+        assert [o["metadata"]["name"] for o in plan.update if o["kind"] == "NetworkPolicy"] == updated
+
+
+def test_replacing_the_policy_does_not_take_readiness_away() -> None:
+    """Only a Deployment change rolls pods: a policy (or autoscaler) rewrite leaves Ready as it is."""
+    service = isvc()
+    uri = "pvc://digits-checkpoints/digits/export/final"
+    plan = run(
+        service,
+        training_job_exists=True,
+        training_job_model=EXPORTED,
+        deployment=ready_view(service, uri),
+        network_policy_hash="0123456789abcdef",
+    )
+    assert [o["kind"] for o in plan.update] == ["NetworkPolicy"]
+    assert conditions(plan)["Ready"] == ("True", "Ready")
+
+
+def test_changing_who_may_connect_changes_the_policy() -> None:
+    open_to_all = isvc({"network": {"allowFrom": [{"namespaceSelector": {}}]}})
+    default = serving_policy(isvc(), ())
+    changed = serving_policy(open_to_all, ())
+    assert default["metadata"]["annotations"] != changed["metadata"]["annotations"]
+    assert changed["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from aidc.api import TrainingJob
+from aidc.contract import ANNOTATION_SPEC_HASH
 from aidc.management.observe import RankPod
 from aidc.management.plan import Plan, Refusal
 from aidc.management.training_decision import TrainingObservation, backoff_seconds, decide, invalid, refused
+from aidc.network.policies import gang_policy
 from aidc.settings import OperatorSettings
 from tests.factories import training_job as job
 
@@ -28,7 +30,10 @@ def ago(seconds: float) -> str:
 
 
 def run(j: TrainingJob, pods: list[RankPod], **obs: Any) -> Plan:
+    """One decision; the gang's NetworkPolicy is observed as it should be unless told."""
     obs.setdefault("settings", SETTINGS)
+    current = gang_policy(j, obs["settings"].metrics_from)
+    obs.setdefault("network_policy_hash", current["metadata"]["annotations"][ANNOTATION_SPEC_HASH])
     return decide(TrainingObservation(job=j, pods=pods, now=NOW, **obs))
 
 
@@ -446,3 +451,41 @@ def test_an_unusable_spec_fails_the_job_once() -> None:
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
     again = invalid(status, {"generation": 3}, "spec.replicas: must be >= 1", NOW)
     assert again.status is None and again.events == []
+
+
+NO_POLICIES = OperatorSettings(network_policy=False)
+
+
+@pytest.mark.parametrize(
+    ("observed_hash", "settings", "status", "created", "updated"),
+    [
+        (None, SETTINGS, None, ["mnist-gang"], []),  # missing: made (again) in this pass
+        ("0123456789abcdef", SETTINGS, None, [], ["mnist-gang"]),  # rendered otherwise: replaced
+        ("current", SETTINGS, None, [], []),
+        (None, SETTINGS, RUNNING, ["mnist-gang"], []),  # deleted under a running gang
+        (None, NO_POLICIES, None, [], []),  # networkPolicy.enabled=false
+        (None, SETTINGS, {"phase": "Succeeded", "completionTime": ago(10)}, [], []),  # nothing left to fence
+    ],
+)
+def test_the_gangs_network_policy_is_kept(
+    observed_hash: str | None,
+    settings: OperatorSettings,
+    status: dict[str, Any] | None,
+    created: list[str],
+    updated: list[str],
+) -> None:
+    obs: dict[str, Any] = {"settings": settings}
+    if observed_hash != "current":
+        obs["network_policy_hash"] = observed_hash
+    pods = [pod(0), pod(1)] if status else []
+    plan = run(job(status=status), pods, **obs)
+    assert [o["metadata"]["name"] for o in plan.create if o["kind"] == "NetworkPolicy"] == created
+    assert [o["metadata"]["name"] for o in plan.update if o["kind"] == "NetworkPolicy"] == updated
+
+
+def test_a_new_gang_is_created_with_its_policy() -> None:
+    plan = run(job(), [], service_exists=False, network_policy_hash=None)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in plan.create]
+    assert kinds == [("Service", "mnist-gang"), ("NetworkPolicy", "mnist-gang"), ("Pod", "mnist-0"), ("Pod", "mnist-1")]
+    policy = plan.create[1]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"

@@ -102,6 +102,16 @@ no wildcards, no secrets.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, update, delete]
+# the NetworkPolicies of gangs and servers: watched (an index), created, kept in shape by server-side
+# apply (patch), read when a create conflicts (whose is it?); never deleted: garbage collection does.
+# Turned off, the operator still watches them and creates none.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  {{- if .Values.networkPolicy.enabled }}
+  verbs: [get, list, watch, create, patch]
+  {{- else }}
+  verbs: [list, watch]
+  {{- end }}
 {{- end }}
 
 {{/* What kopf observes cluster-wide: CRDs always; namespaces only when it watches a list of them. */}}

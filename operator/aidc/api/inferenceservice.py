@@ -9,6 +9,7 @@ from pydantic import Field
 from aidc.api.base import ApiModel, CelRule, StatusModel
 from aidc.api.common import NAME_RULE, Conditions, Placement, PodTemplateOverrides, Resources
 from aidc.api.core import MAX_ENV, EnvVar
+from aidc.api.network import ServingNetwork
 
 ExportChoice = Literal["Final", "Best"]
 AutoscalingMetric = Literal["cpu", "memory"]
@@ -106,6 +107,10 @@ class InferenceServiceSpec(ApiModel):
     )
     env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
         default_factory=list, description="Extra environment of the server."
+    )
+    network: ServingNetwork | None = Field(
+        default=None,
+        description="Who may connect to the server; by default every pod of the InferenceService's namespace.",
     )
     placement: Placement = Field(default_factory=Placement, description="Node selection.")
     pod_template: PodTemplateOverrides = Field(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Any
 
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService, ServedModel
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
+from aidc.identity.fingerprint import spec_hash
 from aidc.identity.labels import owner_reference, selector_labels, serving_labels
 from aidc.settings import OperatorSettings
 
@@ -33,10 +32,6 @@ def startup_failure_threshold(model: ServedModel) -> int:
 
 def _probe(path: str, **extra: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
-
-
-def spec_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aidc import contract
+from aidc.api.inferenceservice import InferenceService
 from aidc.api.trainingjob import TrainingJob
 
 
@@ -15,6 +16,17 @@ def rendezvous_service_name(job: TrainingJob) -> str:
     """``<job>-gang``; pods use it as their ``subdomain``. Not the job's own name: that is left to an
     InferenceService serving the job's model, whose Service is named after it."""
     return f"{job.metadata['name']}-gang"
+
+
+def gang_policy_name(job: TrainingJob) -> str:
+    """``<job>-gang``, like the gang's Service: the NetworkPolicy that fences the gang in."""
+    return f"{job.metadata['name']}-gang"
+
+
+def serving_policy_name(isvc: InferenceService) -> str:
+    """``<service>-serving``: its suffix cannot also end a gang's policy name (``-gang``), so a
+    TrainingJob and an InferenceService never claim the same NetworkPolicy."""
+    return f"{isvc.metadata['name']}-serving"
 
 
 def master_address(job: TrainingJob) -> str:

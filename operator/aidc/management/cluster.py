@@ -36,6 +36,7 @@ _PLURALS = {
     "RoleBinding": "rolebindings",
     "Deployment": "deployments",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "NetworkPolicy": "networkpolicies",
     "Event": "events",
     "VolumeSnapshot": "volumesnapshots",
 }

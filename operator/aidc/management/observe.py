@@ -7,6 +7,7 @@ tested with tables of ``RankPod`` values instead of whole pod objects.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,3 +116,18 @@ def is_owned_by(pod: dict[str, Any], uid: str) -> bool:
     """Pods created by hand with our labels are not adopted: only the controller owner counts."""
     refs = (pod.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def controller_uid(metadata: dict[str, Any]) -> str | None:
+    """The uid of the object's controller owner, if it has one."""
+    refs = metadata.get("ownerReferences") or []
+    return next((str(ref.get("uid")) for ref in refs if ref.get("controller")), None)
+
+
+def owned_hash(
+    index: Mapping[tuple[str, str], Iterable[tuple[str | None, str]]], key: tuple[str, str], owner: Any
+) -> str | None:
+    """The spec hash of the object at ``key`` (namespace, name) that ``owner`` controls; None when there
+    is none, or only one another owner controls: that one must not stand in for the owner's own."""
+    uid = owner.metadata["uid"]
+    return next((spec_hash for controller, spec_hash in index.get(key, ()) if controller == uid), None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aidc import contract
+
 
 @dataclass(frozen=True)
 class Event:
@@ -66,3 +68,11 @@ class Plan:
         """Ask to be called again within ``seconds`` (the earliest request wins)."""
         seconds = max(seconds, 0.5)
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+
+    def keep(self, desired: dict[str, Any], observed_hash: str | None) -> None:
+        """Create ``desired`` when none is observed (``observed_hash`` None), replace it when the hash of
+        what was rendered last (its ``aidc.io/spec-hash``) differs from the hash of ``desired``."""
+        if observed_hash is None:
+            self.create.append(desired)
+        elif observed_hash != desired["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]:
+            self.update.append(desired)

@@ -20,6 +20,7 @@ from aidc.compute.serving import autoscaler, serving_deployment
 from aidc.management.conditions import set_condition
 from aidc.management.plan import Event, Plan
 from aidc.management.status_draft import StatusDraft, generation_of
+from aidc.network.policies import serving_policy
 from aidc.network.serving import inference_url, serving_service
 from aidc.settings import OperatorSettings
 
@@ -71,6 +72,8 @@ class ServingObservation:
     deployment: DeploymentView | None = None
     service_exists: bool = False
     autoscaler_hash: str | None = None
+    # spec hash of the serving NetworkPolicy this InferenceService controls; None: there is none
+    network_policy_hash: str | None = None
 
 
 def parse_storage_uri(uri: str) -> tuple[str, str]:
@@ -129,6 +132,8 @@ def decide(obs: ServingObservation) -> Plan:
     d.update(observed_generation=d.generation, selector=f"{contract.LABEL_SERVICE_NAME}={isvc.metadata['name']}")
     if not obs.service_exists:
         d.plan.create.append(serving_service(isvc))
+    if obs.settings.network_policy:
+        d.plan.keep(serving_policy(isvc, obs.settings.metrics_from), obs.network_policy_hash)
     if model is None:
         d.condition("ModelResolved", False, reason, message)
         d.condition("Ready", False, reason, message)
@@ -188,7 +193,7 @@ def _report_deployment(d: _Decision, deployment: DeploymentView, model: ServedMo
     if deployment.failure:
         d.condition("Ready", False, "ProgressDeadlineExceeded", deployment.failure)
         d.phase("Failed", "ProgressDeadlineExceeded", deployment.failure, warning=True)
-    elif model is not None and not d.plan.update and _rolled_out(deployment, model):
+    elif model is not None and not _rolling(d.plan) and _rolled_out(deployment, model):
         d.condition("Ready", True, "Ready", f"{deployment.ready}/{deployment.replicas} pods serve {model.uri}")
         d.phase("Ready", "Ready", f"serving {model.uri} at {url}")
     elif model is not None:
@@ -198,6 +203,11 @@ def _report_deployment(d: _Decision, deployment: DeploymentView, model: ServedMo
         )
         d.condition("Ready", False, "RollingOut", message)
         d.phase("Deploying", "Deploying", message)
+
+
+def _rolling(plan: Plan) -> bool:
+    """This pass changes the Deployment: its pods are about to be replaced."""
+    return any(obj["kind"] == "Deployment" for obj in plan.update)
 
 
 def _rolled_out(deployment: DeploymentView, model: ServedModel) -> bool:

@@ -12,8 +12,10 @@ from pydantic import ValidationError
 
 from aidc.api import InferenceService, describe_validation_error
 from aidc.api.trainingjob import ModelStatus
+from aidc.identity.names import serving_policy_name
 from aidc.management.cluster import Cluster, CreationRefusedError
 from aidc.management.metrics import OperatorMetrics
+from aidc.management.observe import owned_hash
 from aidc.management.plan import Plan
 from aidc.management.report import report
 from aidc.management.serving_decision import (
@@ -35,13 +37,15 @@ NameIndex = Mapping[tuple[str, str], Any]
 class ServingIndexes:
     """What the watches hold that a pass reads, by (namespace, name) of the InferenceService,
     TrainingJob or claim: views of the Deployments, the Services, the autoscalers' spec hashes,
-    the TrainingJobs' exported models, and which claims exist."""
+    the TrainingJobs' exported models, and which claims exist; the NetworkPolicies by their own
+    (namespace, name), as (controller uid, spec hash)."""
 
     deployments: NameIndex
     services: NameIndex
     autoscalers: NameIndex
     training_models: NameIndex
     claims: NameIndex
+    policies: NameIndex
 
 
 class ServingReconciler:
@@ -87,6 +91,7 @@ class ServingReconciler:
             deployment=deployment if isinstance(deployment, DeploymentView) else None,
             service_exists=key in self.indexes.services,
             autoscaler_hash=self._one(self.indexes.autoscalers, key),
+            network_policy_hash=owned_hash(self.indexes.policies, (namespace, serving_policy_name(isvc)), isvc),
         )
 
     async def reconcile(self, body: dict[str, Any], memory: Memory) -> tuple[dict[str, Any] | None, float | None]:

@@ -37,6 +37,7 @@ from aidc.management.observe import RankPod, parse_time
 from aidc.management.patching import merge_patch
 from aidc.management.plan import Event, Plan, PodDeletion, Refusal
 from aidc.management.status_draft import StatusDraft, generation_of
+from aidc.network.policies import gang_policy
 from aidc.network.rendezvous import rendezvous_service
 from aidc.settings import OperatorSettings
 from aidc.storage.claims import model_location, owned_claim
@@ -62,6 +63,8 @@ class TrainingObservation:
     service_exists: bool = True
     claim_exists: bool = True
     pod_group_exists: bool = True
+    # spec hash of the gang's NetworkPolicy this job controls; None: there is none
+    network_policy_hash: str | None = None
     # pods created by this operator that the watch has not delivered yet
     expected: frozenset[str] = frozenset()
     # the checkpoint snapshot of a succeeded job, when there was something to learn about it
@@ -310,6 +313,8 @@ def _ensure_supporting_objects(d: _Decision) -> None:
     obs = d.obs
     if not obs.service_exists:
         d.plan.create.append(rendezvous_service(obs.job))
+    if obs.settings.network_policy:
+        d.plan.keep(gang_policy(obs.job, obs.settings.metrics_from), obs.network_policy_hash)
     claim = owned_claim(obs.job)
     if claim is not None and not obs.claim_exists:
         d.plan.create.append(claim)

@@ -18,13 +18,13 @@ from pydantic import ValidationError
 
 from aidc.api import TrainingJob, describe_validation_error
 from aidc.compute.scheduling import group_name, pod_group
-from aidc.identity.names import checkpoint_claim_name, rendezvous_service_name
+from aidc.identity.names import checkpoint_claim_name, gang_policy_name, rendezvous_service_name
 from aidc.management.apiserver import ApiError
 from aidc.management.checkpoint_snapshot import SnapshotLookup, snapshot_refused, snapshot_to_look_up
 from aidc.management.cluster import Cluster, CreationRefusedError
 from aidc.management.job_parsing import parse_job
 from aidc.management.metrics import OperatorMetrics
-from aidc.management.observe import RankPod
+from aidc.management.observe import RankPod, owned_hash
 from aidc.management.overdue_pods import check_overdue
 from aidc.management.plan import Plan
 from aidc.management.report import report
@@ -43,11 +43,13 @@ NameIndex = Mapping[tuple[str, str], Any]
 
 @dataclass(frozen=True)
 class TrainingIndexes:
-    """What the watches hold that a pass reads: the rank pods, and which Services and claims exist."""
+    """What the watches hold that a pass reads: the rank pods, which Services and claims exist, and
+    the NetworkPolicies (their controller's uid and spec hash)."""
 
     pods: PodIndex
     services: NameIndex
     claims: NameIndex
+    policies: NameIndex
 
 
 class TrainingReconciler:
@@ -84,6 +86,7 @@ class TrainingReconciler:
             service_exists=(namespace, rendezvous_service_name(job)) in self.indexes.services,
             claim_exists=claim is None or (namespace, claim) in self.indexes.claims,
             pod_group_exists=group is None or f"podgroup/{group_name(job)}" in memory.ensured,
+            network_policy_hash=owned_hash(self.indexes.policies, (namespace, gang_policy_name(job)), job),
             expected=frozenset(memory.expected),
             snapshot=snapshot,
         )
@@ -146,17 +149,22 @@ class TrainingReconciler:
         namespace = job.metadata["namespace"]
 
         async def create(obj: dict[str, Any]) -> None:
-            await self.cluster.create(obj)
+            if obj["kind"] == "NetworkPolicy":  # one of that name the job does not own is refused
+                await self.cluster.create_owned(obj)
+            else:
+                await self.cluster.create(obj)
             if obj["kind"] == "Pod":
                 memory.expected[obj["metadata"]["name"]] = time.monotonic()
             elif obj["kind"] == "PodGroup":
                 memory.ensured.add(f"podgroup/{obj['metadata']['name']}")
 
         # the claim and the pod group before the gang (a scheduler must find them), then the gang
-        # at once, with its Service: a Service may follow its pods (DNS names appear when it
-        # does, before any rank resolves rank 0), so it costs the gang no round trip
-        first = [o for o in plan.create if o["kind"] not in ("Pod", "Service")]
-        gang = [o for o in plan.create if o["kind"] in ("Pod", "Service")]
+        # at once, with its Service and NetworkPolicy: a Service may follow its pods (DNS names
+        # appear when it does, before any rank resolves rank 0), and a policy lands long before a
+        # scheduled, started rank listens, so neither costs the gang a round trip
+        alongside = ("Pod", "Service", "NetworkPolicy")
+        first = [o for o in plan.create if o["kind"] not in alongside]
+        gang = [o for o in plan.create if o["kind"] in alongside]
         if any(o["kind"] == "Pod" for o in gang):
             await self.cluster.ensure_trainer_identity(namespace)
         refusals: dict[bool, CreationRefusedError] = {}  # by: is it the snapshot's
@@ -167,6 +175,8 @@ class TrainingReconciler:
                     refusals.setdefault(result.kind == "VolumeSnapshot", result)
                 elif isinstance(result, BaseException):
                     raise result
+        for obj in plan.update:  # a NetworkPolicy rendered otherwise than the one observed
+            await self.cluster.apply(obj)
         await asyncio.gather(*(self.cluster.delete_pod(namespace, d) for d in plan.delete))
         if plan.delete_resource:
             await self.cluster.delete_custom(PLURAL, namespace, job.metadata["name"])

@@ -75,7 +75,12 @@ def assemble(settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str
     training = TrainingReconciler(
         cluster,
         settings,
-        TrainingIndexes(pods=rank_pods, services=indexes["job_services"], claims=indexes["claims"]),
+        TrainingIndexes(
+            pods=rank_pods,
+            services=indexes["job_services"],
+            claims=indexes["claims"],
+            policies=indexes["network_policies"],
+        ),
         metrics,
     )
     training_workers = Workers(
@@ -92,6 +97,7 @@ def assemble(settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str
         autoscalers=indexes["serving_autoscalers"],
         training_models=indexes["training_models"],
         claims=indexes["claims"],
+        policies=indexes["network_policies"],
     )
     serving = ServingReconciler(cluster, settings, serving_indexes, metrics)
     serving_workers = Workers("InferenceService", serving.reconcile, settings.resync_seconds, count_error)

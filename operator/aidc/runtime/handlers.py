@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from aidc import contract
+from aidc.management.observe import controller_uid
 from aidc.management.serving_decision import deployment_view
 from aidc.runtime.assembly import Operator, assemble, serve_metrics
 from aidc.settings import OperatorSettings
@@ -106,6 +107,14 @@ async def serving_autoscalers(namespace: str, labels: dict[str, str], annotation
     return {(namespace, labels[contract.LABEL_SERVICE_NAME]): annotations.get(contract.ANNOTATION_SPEC_HASH, "")}
 
 
+@kopf.index(
+    "networking.k8s.io", "v1", "networkpolicies", labels={contract.LABEL_APP_MANAGED_BY: contract.OPERATOR_NAME}
+)
+async def network_policies(namespace: str, name: str, meta: kopf.Meta, annotations: dict[str, str], **_: Any) -> Any:
+    """(controller uid, spec hash): a policy of the right name that another owner controls is no stand-in."""
+    return {(namespace, name): (controller_uid(dict(meta)), annotations.get(contract.ANNOTATION_SPEC_HASH, ""))}
+
+
 @kopf.index(*GROUP_VERSION, "trainingjobs")
 async def training_models(namespace: str, name: str, status: kopf.Status, **_: Any) -> Any:
     return {(namespace, name): status.get("model")}
@@ -148,3 +157,20 @@ async def serving_deployment_event(namespace: str, labels: dict[str, str], memo:
 @kopf.on.event("services", labels={contract.LABEL_JOB_NAME: kopf.PRESENT})
 async def rendezvous_service_event(namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any) -> None:
     memo.operator.training_workers.poke((namespace, labels[contract.LABEL_JOB_NAME]))
+
+
+@kopf.on.event(
+    "networking.k8s.io", "v1", "networkpolicies", labels={contract.LABEL_APP_MANAGED_BY: contract.OPERATOR_NAME}
+)
+async def network_policy_event(
+    event: dict[str, Any], namespace: str, labels: dict[str, str], memo: kopf.Memo, **_: Any
+) -> None:
+    """A policy deleted by hand is made again at once, not at the next resync; the operator's own
+    creates and updates need no pass."""
+    if event.get("type") != "DELETED":
+        return
+    operator: Operator = memo.operator
+    if contract.LABEL_JOB_NAME in labels:
+        operator.training_workers.poke((namespace, labels[contract.LABEL_JOB_NAME]))
+    elif contract.LABEL_SERVICE_NAME in labels:
+        operator.serving_workers.poke((namespace, labels[contract.LABEL_SERVICE_NAME]))
