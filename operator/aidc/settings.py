@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 
@@ -12,6 +13,21 @@ def _int(name: str, default: int) -> int:
 
 def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{name}={value!r}: expected true or false")
+    return value in ("true", "1", "yes")
+
+
+def _candidate_identity() -> str:
+    """The pod's name (the chart sets POD_NAME from the downward API), else host and process: unique
+    among the candidates for one lease, and readable in `kubectl get lease`."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,20 @@ class OperatorSettings:
     # stop lets a worker within the wait make its pass (Workers.stop)
     settle_seconds: float = 0.2
     cluster_domain: str = "cluster.local"
+    # Leader election on a Lease, so several replicas may run and only one reconciles. Off for a
+    # process started by hand; the chart and config/ turn it on.
+    leader_election: bool = False
+    lease_name: str = "aidc-operator"
+    # empty: the pod's own namespace (POD_NAMESPACE, from the downward API)
+    lease_namespace: str = ""
+    # a standby takes over once the lease has not been renewed for this long (by its own clock)
+    lease_duration_seconds: int = 15
+    # a leader that has not renewed for this long stops (exits) before anyone may take over
+    lease_renew_deadline_seconds: float = 10.0
+    # how often the leader renews and a standby tries
+    lease_retry_period_seconds: float = 2.0
+    # who this process is among the candidates (the pod's name)
+    leader_identity: str = ""
     extra_pod_labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -68,4 +98,11 @@ class OperatorSettings:
             gang_progress_seconds=_float("AIDC_GANG_PROGRESS_SECONDS", cls.gang_progress_seconds),
             settle_seconds=_float("AIDC_SETTLE_SECONDS", cls.settle_seconds),
             cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
+            leader_election=_flag("AIDC_LEADER_ELECTION", cls.leader_election),
+            lease_name=os.environ.get("AIDC_LEASE_NAME", cls.lease_name),
+            lease_namespace=os.environ.get("AIDC_LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE", ""),
+            lease_duration_seconds=_int("AIDC_LEASE_DURATION_SECONDS", cls.lease_duration_seconds),
+            lease_renew_deadline_seconds=_float("AIDC_LEASE_RENEW_DEADLINE_SECONDS", cls.lease_renew_deadline_seconds),
+            lease_retry_period_seconds=_float("AIDC_LEASE_RETRY_PERIOD_SECONDS", cls.lease_retry_period_seconds),
+            leader_identity=_candidate_identity(),
         )
