@@ -135,7 +135,7 @@ def test_helm_install_test_upgrade_and_uninstall(
     with installed(testbed, namespace, values, wait=True) as release:
         name = f"{release}-aidc-operator"
         deployment = apps.read_namespaced_deployment(name, namespace)
-        assert deployment.status.ready_replicas == 1  # --wait saw it ready (the pod is played by kwok)
+        assert deployment.status.ready_replicas == 2  # --wait saw them ready (the pods are played by kwok)
         assert rbac.read_cluster_role(name).rules
         if own_policy:
             policy = client.AdmissionregistrationV1Api(kube).read_validating_admission_policy(HEARTBEAT_POLICY)
@@ -148,7 +148,9 @@ def test_helm_install_test_upgrade_and_uninstall(
         )  # fmt: skip
         upgraded = apps.read_namespaced_deployment(name, namespace)
         env = {e.name: e.value for e in upgraded.spec.template.spec.containers[0].env}
-        assert env["AIDC_RESYNC_SECONDS"] == "30" and upgraded.spec.strategy.type == "Recreate"
+        assert env["AIDC_RESYNC_SECONDS"] == "30" and upgraded.spec.strategy.type == "RollingUpdate"
+        budget = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(name, namespace)
+        assert budget.spec.max_unavailable == 1
     with pytest.raises(ApiException) as gone:
         rbac.read_cluster_role(name)
     assert gone.value.status == 404
@@ -361,6 +363,29 @@ def test_what_the_chart_service_account_may_not_do(
             assert refused_everywhere.value.status == 403
         else:
             assert may("list", "pods", "", None) and may("create", "pods", "", elsewhere)
+        _the_lease_and_no_other(kube, operator_namespace, account, namespace)
+
+
+def _the_lease_and_no_other(kube: client.ApiClient, operator_namespace: str, account: str, watched: str) -> None:
+    """Leader election may create, read and renew its own Lease in the release's namespace, and nothing more."""
+    lease = account  # the chart names the Lease after the release, as it names the account
+    coordination = client.CoordinationV1Api(client_for_token(kube, request_token(kube, operator_namespace, account)))
+    body = {"metadata": {"name": lease}, "spec": {"holderIdentity": "test", "leaseDurationSeconds": 15}}
+    created = coordination.create_namespaced_lease(operator_namespace, body)
+    assert coordination.read_namespaced_lease(lease, operator_namespace).spec.holder_identity == "test"
+    created.spec.holder_identity = "renewed"
+    assert coordination.replace_namespaced_lease(lease, operator_namespace, created).spec.holder_identity == "renewed"
+    refused = [
+        lambda: coordination.delete_namespaced_lease(lease, operator_namespace),
+        lambda: coordination.list_namespaced_lease(operator_namespace),
+        lambda: coordination.read_namespaced_lease("kube-scheduler", operator_namespace),
+        lambda: coordination.create_namespaced_lease(watched, body),
+        coordination.list_lease_for_all_namespaces,
+    ]
+    for call in refused:
+        with pytest.raises(ApiException) as error:
+            call()
+        assert error.value.status == 403
 
 
 def test_rendered_release_objects_are_what_is_installed(testbed: Any, kube: client.ApiClient, namespace: str) -> None:
