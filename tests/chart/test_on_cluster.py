@@ -26,7 +26,6 @@ from tests.chart.rendering import (
     environment,
     helm,
     of_kind,
-    one,
     operator_container,
     render,
     render_text,
@@ -393,11 +392,15 @@ def test_rendered_release_objects_are_what_is_installed(testbed: Any, kube: clie
     values: dict[str, Any] = {"heartbeatPolicy": {"enabled": False}, "watchNamespaces": [namespace]}
     with installed(testbed, namespace, values) as release:
         rendered = render(values, release=release, namespace=namespace)
-        role = one([o for o in of_kind(rendered, "Role") if o["metadata"]["namespace"] == namespace], "Role")
-        live = client.RbacAuthorizationV1Api(kube).read_namespaced_role(role["metadata"]["name"], namespace)
-        assert [(r.api_groups, r.resources, r.verbs) for r in live.rules] == [
-            (r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"]
-        ]
+        roles = [o for o in of_kind(rendered, "Role") if o["metadata"]["namespace"] == namespace]
+        # the watched namespace is the release's here: its Role and the Lease's
+        names = sorted(r["metadata"]["name"] for r in roles)
+        assert names == [f"{release}-aidc-operator", f"{release}-aidc-operator-leader-election"]
+        for role in roles:
+            live = client.RbacAuthorizationV1Api(kube).read_namespaced_role(role["metadata"]["name"], namespace)
+            assert [(r.api_groups, r.resources, r.resource_names, r.verbs) for r in live.rules] == [
+                (r["apiGroups"], r["resources"], r.get("resourceNames"), r["verbs"]) for r in role["rules"]
+            ]
 
 
 def test_the_documented_crd_upgrade_replaces_a_crd_helm_created(

@@ -185,3 +185,10 @@ def test_a_leader_stopped_gracefully_hands_the_lease_over_without_waiting_for_it
     assert time.monotonic() - stopped < 5
     lease = client.CoordinationV1Api(kube).read_namespaced_lease(LEASE, namespace)
     assert lease.spec.lease_transitions == 1
+    # a replica that never led stops at once too, and leaves the lease to its holder
+    third = start_candidate("replica-c", **slow)
+    wait_for(lambda: third.get("/healthz")[1], ignore=(OSError,), until=lambda body: standby.name in body, timeout=30)
+    assert third.leads() == "0.0"
+    third.process.terminate()
+    assert third.process.wait(timeout=10) == 0, third.tail()
+    assert _holder(kube, namespace) == standby.name
