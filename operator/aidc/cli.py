@@ -59,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
     import logging
 
+    from aidc.runtime import handlers  # noqa: F401  (registers the handlers; imported before the gc freeze)
     from aidc.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()
@@ -82,7 +83,6 @@ async def _operate(args: argparse.Namespace, settings: OperatorSettings) -> None
     import kopf
 
     from aidc.management.metrics import OperatorMetrics
-    from aidc.runtime import handlers  # noqa: F401  (registers the handlers)
     from aidc.runtime.assembly import serve_metrics
 
     metrics = OperatorMetrics()
