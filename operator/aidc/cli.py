@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aidc.settings import OperatorSettings
 
 REPO_CRD_DIRS = (Path("crds"), Path("charts/aidc-operator/crds"))
 API_REFERENCE = Path("docs/api-reference.md")
@@ -50,30 +54,62 @@ def _tune_garbage_collection() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import dataclasses
     import logging
 
-    import kopf
-
-    from aidc.runtime import handlers  # noqa: F401  (registers the handlers)
+    from aidc.runtime import handlers  # noqa: F401  (registers the handlers; imported before the gc freeze)
     from aidc.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()
-    namespaces = args.namespace or list(settings.namespaces)
+    if args.leader_election is not None:
+        settings = dataclasses.replace(settings, leader_election=args.leader_election)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     # one INFO line per handled event drowns what matters at any scale
     logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     _tune_garbage_collection()
-    kopf.run(
-        memo=kopf.Memo(settings=settings),  # read once: the start-up handler builds from these
-        standalone=args.standalone,
-        peering_name=args.peering,
-        namespaces=namespaces,
-        clusterwide=not namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-    )
+    with contextlib.suppress(asyncio.CancelledError):  # what kopf.run does too
+        asyncio.run(_operate(args, settings))
     return 0
+
+
+async def _operate(args: argparse.Namespace, settings: OperatorSettings) -> None:
+    """kopf's operator, at once (one replica), or once this process leads (leader election)."""
+    import asyncio
+
+    import kopf
+
+    from aidc.management.metrics import OperatorMetrics
+    from aidc.runtime.assembly import serve_metrics
+
+    metrics = OperatorMetrics()
+    serve_metrics(settings, metrics)  # before the election: a standby reports aidc_operator_leader 0
+    namespaces = args.namespace or list(settings.namespaces)
+
+    async def operate(stop: asyncio.Event | None = None) -> None:
+        await kopf.operator(
+            memo=kopf.Memo(settings=settings, metrics=metrics),  # read once: the start-up handler builds from these
+            standalone=args.standalone,
+            peering_name=args.peering,
+            namespaces=namespaces,
+            clusterwide=not namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+            stop_flag=stop,
+        )
+
+    if not settings.leader_election:
+        await operate()
+        return
+    from aidc.runtime.leadership import lead, lease_candidate
+
+    elector = lease_candidate(settings)
+    try:
+        await lead(elector, operate, settings.health_port)
+    finally:
+        await elector.server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--standalone", action="store_true", help="no peering: the only operator replica")
     run.add_argument("--peering", default=None, help="kopf peering object name (with --no-standalone)")
+    run.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the handlers only while holding the Lease (AIDC_LEADER_ELECTION; the chart turns it on)",
+    )
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(run=_run)
     args = parser.parse_args(argv)

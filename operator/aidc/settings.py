@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,12 @@ def _peers(name: str, default: tuple[dict[str, Any], ...]) -> tuple[dict[str, An
 DEFAULT_METRICS_FROM: tuple[dict[str, Any], ...] = (
     {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
 )
+
+
+def _candidate_identity() -> str:
+    """The pod's name (the chart sets POD_NAME from the downward API), else host and process: unique
+    among the candidates for one lease, and readable in `kubectl get lease`."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,20 @@ class OperatorSettings:
     network_policy: bool = True
     # NetworkPolicy peers admitted to the metrics ports of ranks and servers; empty: none
     metrics_from: tuple[dict[str, Any], ...] = DEFAULT_METRICS_FROM
+    # Leader election on a Lease, so several replicas may run and only one reconciles. Off for a
+    # process started by hand; the chart and config/ turn it on.
+    leader_election: bool = False
+    lease_name: str = "aidc-operator"
+    # empty: the pod's own namespace (POD_NAMESPACE, from the downward API)
+    lease_namespace: str = ""
+    # a standby takes over once the lease has not been renewed for this long (by its own clock)
+    lease_duration_seconds: int = 15
+    # a leader that has not renewed for this long stops (exits) before anyone may take over
+    lease_renew_deadline_seconds: float = 10.0
+    # how often the leader renews and a standby tries
+    lease_retry_period_seconds: float = 2.0
+    # who this process is among the candidates (the pod's name)
+    leader_identity: str = ""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -103,4 +124,11 @@ class OperatorSettings:
             cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
             network_policy=_bool("AIDC_NETWORK_POLICY", cls.network_policy),
             metrics_from=_peers("AIDC_NETWORK_POLICY_METRICS_FROM", cls.metrics_from),
+            leader_election=_bool("AIDC_LEADER_ELECTION", cls.leader_election),
+            lease_name=os.environ.get("AIDC_LEASE_NAME", cls.lease_name),
+            lease_namespace=os.environ.get("AIDC_LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE", ""),
+            lease_duration_seconds=_int("AIDC_LEASE_DURATION_SECONDS", cls.lease_duration_seconds),
+            lease_renew_deadline_seconds=_float("AIDC_LEASE_RENEW_DEADLINE_SECONDS", cls.lease_renew_deadline_seconds),
+            lease_retry_period_seconds=_float("AIDC_LEASE_RETRY_PERIOD_SECONDS", cls.lease_retry_period_seconds),
+            leader_identity=_candidate_identity(),
         )

@@ -60,9 +60,12 @@ def service_account_may(
     group: str = "",
     in_namespace: str | None = None,
     subresource: str | None = None,
+    name: str | None = None,
 ) -> bool:
     """What a SubjectAccessReview answers for the ServiceAccount; ``in_namespace`` None asks cluster-wide."""
     attributes: dict[str, Any] = {"verb": verb, "resource": resource, "group": group}
+    if name is not None:
+        attributes["name"] = name
     if in_namespace is not None:
         attributes["namespace"] = in_namespace
     if subresource is not None:

@@ -120,4 +120,10 @@ def operator_container(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def environment(container: Mapping[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    """The container's plain variables (those from the downward API left out: ``downward_api``)."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def downward_api(container: Mapping[str, Any]) -> dict[str, str]:
+    """The container's variables from the downward API, by the field they read."""
+    return {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container.get("env", []) if "valueFrom" in e}

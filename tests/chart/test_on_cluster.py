@@ -26,7 +26,6 @@ from tests.chart.rendering import (
     environment,
     helm,
     of_kind,
-    one,
     operator_container,
     render,
     render_text,
@@ -135,7 +134,7 @@ def test_helm_install_test_upgrade_and_uninstall(
     with installed(testbed, namespace, values, wait=True) as release:
         name = f"{release}-aidc-operator"
         deployment = apps.read_namespaced_deployment(name, namespace)
-        assert deployment.status.ready_replicas == 1  # --wait saw it ready (the pod is played by kwok)
+        assert deployment.status.ready_replicas == 2  # --wait saw them ready (the pods are played by kwok)
         assert rbac.read_cluster_role(name).rules
         if own_policy:
             policy = client.AdmissionregistrationV1Api(kube).read_validating_admission_policy(HEARTBEAT_POLICY)
@@ -148,7 +147,9 @@ def test_helm_install_test_upgrade_and_uninstall(
         )  # fmt: skip
         upgraded = apps.read_namespaced_deployment(name, namespace)
         env = {e.name: e.value for e in upgraded.spec.template.spec.containers[0].env}
-        assert env["AIDC_RESYNC_SECONDS"] == "30" and upgraded.spec.strategy.type == "Recreate"
+        assert env["AIDC_RESYNC_SECONDS"] == "30" and upgraded.spec.strategy.type == "RollingUpdate"
+        budget = client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(name, namespace)
+        assert budget.spec.max_unavailable == 1
     with pytest.raises(ApiException) as gone:
         rbac.read_cluster_role(name)
     assert gone.value.status == 404
@@ -373,6 +374,32 @@ def test_what_the_chart_service_account_may_not_do(
             assert refused_everywhere.value.status == 403
         else:
             assert may("list", "pods", "", None) and may("create", "pods", "", elsewhere)
+        _the_lease_and_no_other(kube, operator_namespace, account, namespace)
+
+
+def _the_lease_and_no_other(kube: client.ApiClient, operator_namespace: str, account: str, watched: str) -> None:
+    """Leader election may create, read and renew its own Lease in the release's namespace, and nothing more."""
+    lease = account  # the chart names the Lease after the release, as it names the account
+    coordination = client.CoordinationV1Api(client_for_token(kube, request_token(kube, operator_namespace, account)))
+    body = {"metadata": {"name": lease}, "spec": {"holderIdentity": "test", "leaseDurationSeconds": 15}}
+    with pytest.raises(ApiException) as absent:  # the first read of a candidate: allowed, and not there yet
+        coordination.read_namespaced_lease(lease, operator_namespace)
+    assert absent.value.status == 404
+    created = coordination.create_namespaced_lease(operator_namespace, body)
+    assert coordination.read_namespaced_lease(lease, operator_namespace).spec.holder_identity == "test"
+    created.spec.holder_identity = "renewed"
+    assert coordination.replace_namespaced_lease(lease, operator_namespace, created).spec.holder_identity == "renewed"
+    refused = [
+        lambda: coordination.delete_namespaced_lease(lease, operator_namespace),
+        lambda: coordination.list_namespaced_lease(operator_namespace),
+        lambda: coordination.read_namespaced_lease("kube-scheduler", operator_namespace),
+        lambda: coordination.create_namespaced_lease(watched, body),
+        coordination.list_lease_for_all_namespaces,
+    ]
+    for call in refused:
+        with pytest.raises(ApiException) as error:
+            call()
+        assert error.value.status == 403
 
 
 def test_rendered_release_objects_are_what_is_installed(testbed: Any, kube: client.ApiClient, namespace: str) -> None:
@@ -380,11 +407,15 @@ def test_rendered_release_objects_are_what_is_installed(testbed: Any, kube: clie
     values: dict[str, Any] = {"heartbeatPolicy": {"enabled": False}, "watchNamespaces": [namespace]}
     with installed(testbed, namespace, values) as release:
         rendered = render(values, release=release, namespace=namespace)
-        role = one([o for o in of_kind(rendered, "Role") if o["metadata"]["namespace"] == namespace], "Role")
-        live = client.RbacAuthorizationV1Api(kube).read_namespaced_role(role["metadata"]["name"], namespace)
-        assert [(r.api_groups, r.resources, r.verbs) for r in live.rules] == [
-            (r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"]
-        ]
+        roles = [o for o in of_kind(rendered, "Role") if o["metadata"]["namespace"] == namespace]
+        # the watched namespace is the release's here: its Role and the Lease's
+        names = sorted(r["metadata"]["name"] for r in roles)
+        assert names == [f"{release}-aidc-operator", f"{release}-aidc-operator-leader-election"]
+        for role in roles:
+            live = client.RbacAuthorizationV1Api(kube).read_namespaced_role(role["metadata"]["name"], namespace)
+            assert [(r.api_groups, r.resources, r.resource_names, r.verbs) for r in live.rules] == [
+                (r["apiGroups"], r["resources"], r.get("resourceNames"), r["verbs"]) for r in role["rules"]
+            ]
 
 
 def test_the_documented_crd_upgrade_replaces_a_crd_helm_created(
@@ -418,3 +449,56 @@ def test_the_documented_crd_upgrade_replaces_a_crd_helm_created(
         assert live.spec.versions[0].schema.open_apiv3_schema.description == "a later version of the CRD"
     finally:
         run("delete", "customresourcedefinition", crd["metadata"]["name"], "--wait=false")
+
+
+def test_the_chart_service_account_elects_a_leader_as_the_deployment_runs_it(
+    kube: client.ApiClient,
+    testbed: Any,
+    crds_applied: list[str],
+    namespace: str,
+    extra_namespace: Callable[[str], str],
+    wait_for: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """`aidc run` with the Deployment's args and env (leader election on), the chart's token and the
+    pod's downward-API variables: the Role is enough to take the Lease, lead, and free it on SIGTERM."""
+    import functools
+    import os
+    import sys
+
+    from aidc_testbed.ports import free_ports
+
+    operator_namespace = extra_namespace("operator")
+    values: dict[str, Any] = {"heartbeatPolicy": {"enabled": False}, "watchNamespaces": [namespace]}
+    with installed(testbed, operator_namespace, values) as release:
+        account = f"{release}-aidc-operator"
+        wait_for(lambda: service_account_may(kube, operator_namespace, account, "create", "leases",
+                                             "coordination.k8s.io", operator_namespace), timeout=30)  # fmt: skip
+        token = request_token(kube, operator_namespace, account)
+        kubeconfig = write_token_kubeconfig(testbed.kubeconfig, token, tmp_path / "operator.kubeconfig")
+        container = operator_container(render(values, release=release, namespace=operator_namespace))
+        metrics, health = free_ports(2)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIDC_")}, **environment(container),
+               "KUBECONFIG": str(kubeconfig), "POD_NAME": f"{account}-0", "POD_NAMESPACE": operator_namespace,
+               "AIDC_METRICS_PORT": str(metrics), "AIDC_HEALTH_PORT": str(health)}  # fmt: skip
+        log = tmp_path / "operator.log"
+        with log.open("wb") as out:
+            aidc = Path(sys.executable).with_name("aidc")
+            process = subprocess.Popen([str(aidc), "run", *container["args"]], env=env, stdout=out, stderr=out)
+        leases = client.CoordinationV1Api(kube)
+        try:
+            wait_for(
+                lambda: leases.read_namespaced_lease(account, operator_namespace).spec.holder_identity,
+                until=lambda holder: holder == f"{account}-0",
+                ignore=(ApiException,),
+                timeout=30,
+                message="the chart's operator holds its Lease",
+            )
+            create(kube, namespace, "trainingjobs", training_job_body("elected"))
+            job = functools.partial(get, kube, namespace, "trainingjobs", "elected")
+            wait_for(job, until=lambda j: condition_is(j, "Running"), message="the job Running under the leader")
+        finally:
+            process.terminate()
+            assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert not leases.read_namespaced_lease(account, operator_namespace).spec.holder_identity  # released
+        assert "Forbidden" not in log.read_text() and "forbidden" not in log.read_text(), log.read_text()[-3000:]

@@ -15,6 +15,7 @@ from aidc.settings import OperatorSettings
 from tests.chart.rendering import (
     CHART,
     REPO_ROOT,
+    downward_api,
     environment,
     grants,
     helm,
@@ -50,14 +51,20 @@ def test_rbac_has_no_wildcards_and_no_secrets(values: dict[str, Any]) -> None:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(key, []), (kind, namespace, rule)
         assert not any("*" in resource for resource in rule["resources"]), rule
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+        assert "nonResourceURLs" not in rule
+        assert "resourceNames" not in rule or rule["resources"] == ["leases"], rule  # the Lease, by its name
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
     assert "secrets" not in text  # not in a rule, not in an env var, not in a volume
 
 
+def _watch_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or RoleBindings of watched namespaces (the Lease's Role aside)."""
+    return [o for o in of_kind(objects, kind) if not o["metadata"]["name"].endswith("-leader-election")]
+
+
 def test_cluster_wide_mode_binds_one_cluster_role_with_everything() -> None:
     objects = render({})
-    assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
+    assert not _watch_roles(objects, "Role") and not _watch_roles(objects, "RoleBinding")
     role, binding = one(objects, "ClusterRole"), one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -75,7 +82,7 @@ def test_cluster_wide_mode_binds_one_cluster_role_with_everything() -> None:
 
 def test_namespaced_mode_grants_per_namespace_and_little_cluster_wide() -> None:
     objects = render(NAMESPACED)
-    roles, bindings = of_kind(objects, "Role"), of_kind(objects, "RoleBinding")
+    roles, bindings = _watch_roles(objects, "Role"), _watch_roles(objects, "RoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
@@ -119,11 +126,13 @@ def test_checkpoint_snapshots_may_only_be_read_and_created(values: dict[str, Any
 
 
 @MODES
-def test_deployment_is_one_hardened_replica_replaced_by_recreate(values: dict[str, Any]) -> None:
+def test_deployment_is_two_hardened_replicas_replaced_one_at_a_time(values: dict[str, Any]) -> None:
     objects = render(values)
     deployment = one(objects, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    # never a third candidate, and never both gone: one old pod goes, then its successor comes
+    one_at_a_time = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert deployment["spec"]["strategy"] == one_at_a_time
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -164,13 +173,17 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
             "clusterDomain": "corp.internal",
         },
         "networkPolicy": {"enabled": False, "metricsFrom": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]},
+        "leaderElection": {"leaseDurationSeconds": 31, "renewDeadlineSeconds": 21.5, "retryPeriodSeconds": 3.5},
     }
-    env = environment(operator_container(render(values)))
+    container = operator_container(render(values, release="ops"))
+    env = environment(container)
     source = (REPO_ROOT / "operator" / "aidc" / "settings.py").read_text()
-    assert set(env) == set(re.findall(r'"(AIDC_[A-Z_]+)"', source))
+    # the Lease's namespace is the pod's own, from POD_NAMESPACE; AIDC_LEASE_NAMESPACE is for a process outside a pod
+    assert set(env) | {"AIDC_LEASE_NAMESPACE"} == set(re.findall(r'"(AIDC_[A-Z_]+)"', source))
+    assert downward_api(container) == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     for name in [n for n in os.environ if n.startswith("AIDC_")]:
         monkeypatch.delenv(name)
-    for name, value in env.items():
+    for name, value in {**env, "POD_NAME": "ops-aidc-operator-7c9-x", "POD_NAMESPACE": "aidc-system"}.items():
         monkeypatch.setenv(name, value)
     settings = OperatorSettings.from_env()
     expected = {
@@ -189,10 +202,19 @@ def test_values_reach_the_operator_settings(monkeypatch: pytest.MonkeyPatch) -> 
         "cluster_domain": "corp.internal",
         "network_policy": False,
         "metrics_from": ({"ipBlock": {"cidr": "10.9.0.0/16"}},),
+        "leader_election": True,
+        "lease_name": "ops-aidc-operator",
+        "lease_namespace": "aidc-system",
+        "lease_duration_seconds": 31,
+        "lease_renew_deadline_seconds": 21.5,
+        "lease_retry_period_seconds": 3.5,
+        "leader_identity": "ops-aidc-operator-7c9-x",
     }
     assert {field: getattr(settings, field) for field in expected} == expected
     # the operator's Service follows the ports
-    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in one(render(values), "Service")["spec"]["ports"]}
+    service_ports = {
+        p["name"]: (p["port"], p["targetPort"]) for p in one(render(values, release="ops"), "Service")["spec"]["ports"]
+    }
     assert service_ports == {"metrics": (9100, "metrics"), "health": (9101, "health")}
 
 
@@ -223,10 +245,75 @@ def test_default_values_give_the_operator_its_own_defaults(monkeypatch: pytest.M
         "cluster_domain",
         "network_policy",
         "metrics_from",
+        "lease_duration_seconds",
+        "lease_renew_deadline_seconds",
+        "lease_retry_period_seconds",
+        "lease_name",
     ]
     plain = {k: getattr(OperatorSettings(), k) for k in knobs}
     for install, settings in installs.items():
         assert {k: getattr(settings, k) for k in knobs} == plain, install
+
+
+def test_leader_election_gets_the_lease_and_nothing_more_in_the_release_namespace() -> None:
+    objects = render(NAMESPACED, release="ops")
+    role = next(r for r in of_kind(objects, "Role") if r["metadata"]["name"] == "ops-aidc-operator-leader-election")
+    assert role["metadata"]["namespace"] == "aidc-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["ops-aidc-operator"],
+         "verbs": ["get", "update"]},
+    ]  # fmt: skip
+    binding = next(b for b in of_kind(objects, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"])
+    assert binding["metadata"]["namespace"] == "aidc-system"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ops-aidc-operator", "namespace": "aidc-system"}]
+    # no other grant on leases anywhere: not in the watched namespaces, not cluster-wide
+    assert [r for _, _, r in rules(objects) if "leases" in r["resources"]] == role["rules"]
+    assert environment(operator_container(objects))["AIDC_LEASE_NAME"] == "ops-aidc-operator"
+
+
+def test_two_replicas_keep_one_through_a_drain_and_prefer_two_nodes() -> None:
+    objects = render({}, release="ops")
+    budget = one(objects, "PodDisruptionBudget")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    spread = one(objects, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == budget["spec"]["selector"]["matchLabels"]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    assert one(render({"affinity": own}), "Deployment")["spec"]["template"]["spec"]["affinity"] == own
+
+
+def test_one_replica_without_leader_election_is_recreated_and_has_no_budget_nor_lease() -> None:
+    single = render({"replicas": 1, "leaderElection": {"enabled": False}})
+    deployment = one(single, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not of_kind(single, "PodDisruptionBudget") and "affinity" not in deployment["spec"]["template"]["spec"]
+    assert not [r for r in of_kind(single, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert environment(operator_container(single))["AIDC_LEADER_ELECTION"] == "false"
+    # one replica that still elects: a rollout's new pod waits for the old one's lease
+    elected = render({"replicas": 1})
+    assert one(elected, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert not of_kind(elected, "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"leaderElection": {"enabled": False}}, "replicas > 1 needs leaderElection.enabled"),
+        ({"leaderElection": {"leaseDurationSeconds": 10}}, "must be longer than renewDeadlineSeconds"),
+        ({"leaderElection": {"retryPeriodSeconds": 9}}, "longer than 1.2 x retryPeriodSeconds"),
+    ],
+)
+def test_unsafe_replica_and_lease_settings_are_refused(values: dict[str, Any], complaint: str) -> None:
+    path = values_file(values)
+    try:
+        result = helm("template", "x", str(CHART), "-f", str(path), check=False)
+    finally:
+        path.unlink()
+    assert result.returncode != 0 and complaint in result.stderr, result.stderr
 
 
 def test_the_chart_ships_exactly_the_generated_crds() -> None:
@@ -307,7 +394,9 @@ def test_helm_test_hook_runs_where_the_operator_may() -> None:
 @pytest.mark.parametrize(
     ("values", "complaint"),
     [
-        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"replica": 2}, "additional properties 'replica' not allowed"),
+        ({"replicas": 0}, "replicas"),
+        ({"leaderElection": {"leaseDurationSeconds": 1}}, "leaseDurationSeconds"),
         ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "does not match pattern"),
         ({"operator": {"resyncSeconds": 0}}, "resyncSeconds"),

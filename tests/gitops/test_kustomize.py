@@ -44,12 +44,13 @@ def test_the_base_holds_what_an_install_needs(built: list[dict[str, Any]]) -> No
     assert kinds == sorted([
         "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
         "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment", "Service",
+        "Role", "RoleBinding", "PodDisruptionBudget",
     ])  # fmt: skip
     namespace = one(built, "Namespace")
     assert namespace["metadata"]["name"] == "aidc-system"
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for obj in built:
-        if obj["kind"] in ("ServiceAccount", "Deployment", "Service"):
+        if obj["kind"] in ("ServiceAccount", "Deployment", "Service", "Role", "RoleBinding", "PodDisruptionBudget"):
             assert obj["metadata"]["namespace"] == "aidc-system"
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "aidc"
     assert one(built, "ClusterRoleBinding")["subjects"] == [
@@ -81,7 +82,18 @@ def test_the_base_is_the_charts_cluster_wide_install(built: list[dict[str, Any]]
     pod_theirs = one(chart, "Deployment")["spec"]["template"]["spec"]
     for key in ("securityContext", "volumes", "automountServiceAccountToken", "serviceAccountName"):
         assert pod_ours[key] == pod_theirs[key], key
-    assert one(built, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    for key in ("replicas", "strategy"):
+        assert one(built, "Deployment")["spec"][key] == one(chart, "Deployment")["spec"][key], key
+    for built_or_chart, pod in ((built, pod_ours), (chart, pod_theirs)):  # the chart's instance label is the release's
+        (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert term["weight"] == 100 and term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        selector = one(built_or_chart, "Deployment")["spec"]["selector"]
+        assert term["podAffinityTerm"]["labelSelector"] == selector
+    assert one(built, "Role")["rules"] == one(chart, "Role")["rules"]  # the Lease's, named alike
+    assert one(built, "RoleBinding")["subjects"] == one(chart, "RoleBinding")["subjects"]
+    for built_or_chart in (built, chart):
+        budget = one(built_or_chart, "PodDisruptionBudget")["spec"]
+        assert budget == {"maxUnavailable": 1, "selector": one(built_or_chart, "Deployment")["spec"]["selector"]}
     assert one(built, "Service")["spec"]["ports"] == one(chart, "Service")["spec"]["ports"]
     # kustomize re-encodes the folded CEL expressions with extra blank lines: whitespace to CEL
     assert _policies(built) == _policies(chart)

@@ -28,6 +28,11 @@ class OperatorMetrics:
             collector(registry=registry)
         self._job_families(registry)
         self._pass_families(registry)
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this replica runs the handlers (it holds the lease, or leader election is off); 0 on standby",
+            registry=registry,
+        )
 
     def _job_families(self, registry: CollectorRegistry) -> None:
         """TrainingJobs: by phase, their transitions and restarts, how long they wait."""

@@ -58,9 +58,11 @@ def api_configuration() -> client.Configuration:
     return client.Configuration.get_default_copy()
 
 
-def assemble(settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str, Any]) -> Operator:
-    """The operator's parts; ``indexes``: kopf's live indexes by the name of their handler."""
-    metrics = OperatorMetrics()
+def assemble(
+    settings: OperatorSettings, clusterwide: bool, indexes: Mapping[str, Any], metrics: OperatorMetrics
+) -> Operator:
+    """The operator's parts; ``indexes``: kopf's live indexes by the name of their handler; ``metrics``:
+    made before, so the endpoint also answers while a replica waits for the lease."""
     server = ApiServer(api_configuration(), settings.max_concurrent_api_calls)
     cluster = Cluster(server, metrics)
 
@@ -108,10 +110,14 @@ def _jobs_in(workers: Workers, phase: str) -> int:
     return sum(1 for p in workers.phases() if (p or "Pending") == phase)
 
 
-def serve_metrics(operator: Operator) -> None:
-    """Start the metrics endpoint; the jobs-by-phase gauge is counted when Prometheus scrapes,
-    not on every event (that was quadratic in a burst)."""
-    if operator.settings.metrics_port:
-        start_http_server(operator.settings.metrics_port, registry=operator.metrics.registry)
+def serve_metrics(settings: OperatorSettings, metrics: OperatorMetrics) -> None:
+    """Start the metrics endpoint (a thread of prometheus_client's), unless its port is 0."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+
+
+def count_jobs_by_phase(operator: Operator) -> None:
+    """The jobs-by-phase gauge is counted when Prometheus scrapes, not on every event (that was
+    quadratic in a burst)."""
     for phase in PHASES:
         operator.metrics.jobs.labels(phase).set_function(functools.partial(_jobs_in, operator.training_workers, phase))

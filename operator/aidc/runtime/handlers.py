@@ -13,9 +13,10 @@ from typing import Any
 import kopf
 
 from aidc import contract
+from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import controller_uid
 from aidc.management.serving_decision import deployment_view
-from aidc.runtime.assembly import Operator, assemble, serve_metrics
+from aidc.runtime.assembly import Operator, assemble, count_jobs_by_phase, serve_metrics
 from aidc.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
 
     kopf hands its indexes (live, and filled before any event handler runs) to every handler as
     keyword arguments named after their functions, so the reconcilers are given them once, here.
+    ``aidc run`` serves the metrics before kopf starts (``memo.metrics``: a standby replica reports
+    too); under ``kopf run -m`` they are made and served here.
     """
     _configure(settings)
     operator_settings = memo.get("settings") or OperatorSettings.from_env()
+    metrics = memo.get("metrics")
+    if metrics is None:
+        metrics = OperatorMetrics()
+        serve_metrics(operator_settings, metrics)
     # rank pods are watched by the operator itself, not by kopf (see rank_pods.py), in kopf's scope
-    operator = assemble(operator_settings, settings.peering.clusterwide, kwargs)
+    operator = assemble(operator_settings, settings.peering.clusterwide, kwargs, metrics)
     memo.operator = operator
-    serve_metrics(operator)
+    count_jobs_by_phase(operator)
+    metrics.leader.set(1)  # kopf starts only in the replica that leads
 
 
 @kopf.on.login()
@@ -74,6 +82,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator is not None:
         await operator.stop()
+        operator.metrics.leader.set(0)
 
 
 # -- indexes: kopf fills them before any handler runs, so no pass ever lists -------------------
