@@ -95,6 +95,13 @@ def one(objects: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def named(objects: Sequence[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The one ``kind`` called ``name`` (the operator's ClusterRole among the users' roles)."""
+    found = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
 def rules(objects: Sequence[dict[str, Any]]) -> Iterator[tuple[str, str | None, Rule]]:
     """Every RBAC rule as (kind of role, its namespace, rule)."""
     for role in objects:

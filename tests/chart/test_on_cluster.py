@@ -247,7 +247,7 @@ def test_the_chart_service_account_runs_a_training_job_to_succeeded(
         assert core.read_namespaced_persistent_volume_claim("rbac-checkpoints", namespace)
         assert core.read_namespaced_service("rbac-gang", namespace)
         assert client.NetworkingV1Api(kube).read_namespaced_network_policy("rbac-gang", namespace)
-        # the trainer's Role grants pods get/patch: created only because the operator holds them
+        # the trainer's Role grants pods patch: applied only because the operator holds it
         assert client.RbacAuthorizationV1Api(kube).read_namespaced_role("aidc-trainer", namespace)
         for pod in pods(kube, namespace, "rbac"):
             exit_pod(kube, namespace, pod.metadata.name, 0)

@@ -19,6 +19,7 @@ from tests.chart.rendering import (
     environment,
     grants,
     helm,
+    named,
     of_kind,
     one,
     operator_container,
@@ -28,6 +29,7 @@ from tests.chart.rendering import (
     values_file,
 )
 
+COMPONENT = "app.kubernetes.io/component"
 NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
 MODES = pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster-wide", "namespaced"])
 
@@ -65,7 +67,7 @@ def _watch_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any
 def test_cluster_wide_mode_binds_one_cluster_role_with_everything() -> None:
     objects = render({})
     assert not _watch_roles(objects, "Role") and not _watch_roles(objects, "RoleBinding")
-    role, binding = one(objects, "ClusterRole"), one(objects, "ClusterRoleBinding")
+    role, binding = named(objects, "ClusterRole", "aidc-operator"), one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -89,7 +91,7 @@ def test_namespaced_mode_grants_per_namespace_and_little_cluster_wide() -> None:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aidc-operator", "namespace": "aidc-system"}]
     # what kopf observes at cluster scope, read-only, and nothing else
-    cluster_wide = grants(one(objects, "ClusterRole")["rules"])
+    cluster_wide = grants(named(objects, "ClusterRole", "aidc-operator")["rules"])
     assert cluster_wide == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -97,7 +99,7 @@ def test_namespaced_mode_grants_per_namespace_and_little_cluster_wide() -> None:
         ("", "namespaces", "watch"),
     }
     # the same namespaced grants as the cluster-wide mode, less the cluster-scoped ones
-    everything = grants(one(render({}), "ClusterRole")["rules"])
+    everything = grants(named(render({}), "ClusterRole", "aidc-operator")["rules"])
     assert grants(roles[0]["rules"]) == {g for g in everything if g[1] != "customresourcedefinitions"}
     container = operator_container(objects)
     assert container["args"] == ["--standalone", "--namespace=team-a", "--namespace=team-b"]
@@ -105,13 +107,16 @@ def test_namespaced_mode_grants_per_namespace_and_little_cluster_wide() -> None:
 
 
 def test_the_operator_may_grant_what_it_gives_the_trainer() -> None:
-    """RBAC forbids granting what one does not hold: the trainer's Role needs get/patch on pods."""
+    """RBAC forbids granting what one does not hold: the trainer's Role needs patch on pods."""
     from aidc.compute.trainer_account import trainer_identity
 
     trainer_role = next(o for o in trainer_identity("ns") if o["kind"] == "Role")
     for values in ({}, NAMESPACED):
-        held = {g for _, _, rule in rules(render(values)) for g in grants([rule])}
+        operator = [o for o in render(values) if o["metadata"].get("labels", {}).get(COMPONENT) == "operator"]
+        held = {g for _, _, rule in rules(operator) for g in grants([rule])}
         assert grants(trainer_role["rules"]) <= held
+        # the Role is applied, so that an upgrade narrows an older one
+        assert ("rbac.authorization.k8s.io", "roles", "patch") in held
 
 
 @MODES

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.rendering import REPO_ROOT, grants, of_kind, one, operator_container, render
+from tests.chart.rendering import REPO_ROOT, grants, named, of_kind, one, operator_container, render
 
 CONFIG = REPO_ROOT / "config" / "default"
 RESTRICTOR = ("--load-restrictor", "LoadRestrictionsNone")
+# the chart's user roles (templates/user-roles.yaml) for the release aidc-operator
+USER_ROLES = ("aidc-operator-admin", "aidc-operator-edit", "aidc-operator-view", "aidc-operator-inference-client")
 
 
 def _kustomize(*extra: str) -> subprocess.CompletedProcess[str]:
@@ -43,8 +45,8 @@ def test_the_base_holds_what_an_install_needs(built: list[dict[str, Any]]) -> No
     kinds = sorted(o["kind"] for o in built)
     assert kinds == sorted([
         "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-        "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment", "Service",
-        "Role", "RoleBinding", "PodDisruptionBudget",
+        *["ClusterRole"] * len(USER_ROLES), "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding", "Deployment", "Service", "Role", "RoleBinding", "PodDisruptionBudget",
     ])  # fmt: skip
     namespace = one(built, "Namespace")
     assert namespace["metadata"]["name"] == "aidc-system"
@@ -73,8 +75,12 @@ def test_the_crds_are_the_generated_ones(built: list[dict[str, Any]]) -> None:
 
 def test_the_base_is_the_charts_cluster_wide_install(built: list[dict[str, Any]]) -> None:
     chart = render({}, release="aidc-operator", namespace="aidc-system")
-    assert grants(one(built, "ClusterRole")["rules"]) == grants(one(chart, "ClusterRole")["rules"])
-    assert one(built, "ClusterRole")["rules"] == one(chart, "ClusterRole")["rules"]  # order and grouping too
+    for name in ("aidc-operator", *USER_ROLES):
+        ours, theirs = named(built, "ClusterRole", name), named(chart, "ClusterRole", name)
+        assert grants(ours["rules"]) == grants(theirs["rules"]), name
+        assert ours["rules"] == theirs["rules"], name  # order and grouping too
+        aggregation = {k: v for k, v in theirs["metadata"]["labels"].items() if k.startswith("rbac.authorization")}
+        assert aggregation.items() <= ours["metadata"]["labels"].items(), name
     ours, theirs = operator_container(built), operator_container(chart)
     assert ours["image"] == theirs["image"] == "ghcr.io/aidc/operator:0.1.0"
     assert ours == theirs

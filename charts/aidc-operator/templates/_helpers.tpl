@@ -47,6 +47,12 @@ app.kubernetes.io/part-of: aidc
 app.kubernetes.io/component: operator
 {{- end }}
 
+{{- define "aidc.userRoleLabels" -}}
+{{ include "aidc.commonLabels" . }}
+{{ include "aidc.selectorLabels" . }}
+app.kubernetes.io/component: user-roles
+{{- end }}
+
 {{/*
 What the operator does in the namespaces it watches. Every verb is one the operator or kopf uses;
 no wildcards, no secrets.
@@ -63,7 +69,7 @@ no wildcards, no secrets.
 - apiGroups: [aidc.io]
   resources: [trainingjobs/finalizers, inferenceservices/finalizers]
   verbs: [update]
-# the gang's ranks; patch too, because the operator grants the trainer's Role get/patch on pods
+# the gang's ranks; patch too, because the operator grants the trainer's Role patch on pods
 # and RBAC forbids granting what one does not hold
 - apiGroups: [""]
   resources: [pods]
@@ -72,12 +78,16 @@ no wildcards, no secrets.
 - apiGroups: [""]
   resources: [services, persistentvolumeclaims]
   verbs: [get, list, watch, create]
-# the trainer's identity in each namespace (aidc-trainer)
+# the trainer's identity in each namespace (aidc-trainer); its Role is applied (patch), so an
+# upgrade narrows one an older operator created
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create]
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles, rolebindings]
+  resources: [roles]
+  verbs: [get, create, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
   verbs: [get, create]
 # events on the custom resources (the operator's and kopf's)
 - apiGroups: [""]

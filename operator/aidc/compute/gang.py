@@ -9,7 +9,7 @@ from aidc.api.trainingjob import TrainingJob
 from aidc.compute.environment import rank_environment
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
 from aidc.compute.scheduling import gang_annotations, gang_labels, scheduler_name
-from aidc.compute.trainer_account import TRAINER_SERVICE_ACCOUNT
+from aidc.compute.trainer_account import token_fields
 from aidc.identity.labels import job_labels, owner_reference
 from aidc.identity.names import checkpoint_claim_name, rank_pod_name, rendezvous_service_name
 from aidc.settings import OperatorSettings
@@ -75,7 +75,7 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
         "subdomain": rendezvous_service_name(job),
         # the gang restarts as a whole; a lone rank restarting in place would hang the others
         "restartPolicy": "Never",
-        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
+        **token_fields(rank, spec.pod_template.spec),
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -92,8 +92,6 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
     if scheduler:
         pod_spec["schedulerName"] = scheduler
     template = spec.pod_template
-    if "serviceAccountName" in template.spec:  # the user's identity (and heartbeat rights) instead of ours
-        pod_spec["serviceAccountName"] = template.spec["serviceAccountName"]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

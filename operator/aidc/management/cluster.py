@@ -156,8 +156,12 @@ class Cluster:
                 self._identity_tasks.pop(namespace, None)
 
     async def _create_identity(self, namespace: str) -> None:
+        # the Role is applied: one an older operator created with more verbs is narrowed
         for obj in trainer_identity(namespace):
-            await self.create(obj)
+            if obj["kind"] == "Role":
+                await self.apply(obj)
+            else:
+                await self.create(obj)
         self._identities.add(namespace)
 
     async def apply(self, body: dict[str, Any]) -> None:
