@@ -49,6 +49,9 @@ class OperatorSettings:
     # stop lets a worker within the wait make its pass (Workers.stop)
     settle_seconds: float = 0.2
     cluster_domain: str = "cluster.local"
+    # the ClusterRole (shipped by the chart, named after its release) that lets serving pods with
+    # spec.auth.kubernetes create TokenReviews and SubjectAccessReviews
+    inference_reviewer_role: str = "aidc-operator-inference-reviewer"
     extra_pod_labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -68,4 +71,5 @@ class OperatorSettings:
             gang_progress_seconds=_float("AIDC_GANG_PROGRESS_SECONDS", cls.gang_progress_seconds),
             settle_seconds=_float("AIDC_SETTLE_SECONDS", cls.settle_seconds),
             cluster_domain=os.environ.get("AIDC_CLUSTER_DOMAIN", cls.cluster_domain),
+            inference_reviewer_role=os.environ.get("AIDC_INFERENCE_REVIEWER_ROLE", cls.inference_reviewer_role),
         )
