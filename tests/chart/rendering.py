@@ -95,6 +95,17 @@ def one(objects: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def named(objects: Sequence[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def operator_role(objects: Sequence[dict[str, Any]], release: str = "aidc-operator") -> dict[str, Any]:
+    """The ClusterRole the operator's own ServiceAccount is bound to (the chart ships others)."""
+    return named(objects, "ClusterRole", release)
+
+
 def rules(objects: Sequence[dict[str, Any]]) -> Iterator[tuple[str, str | None, Rule]]:
     """Every RBAC rule as (kind of role, its namespace, rule)."""
     for role in objects:

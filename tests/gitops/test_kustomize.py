@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.rendering import REPO_ROOT, grants, of_kind, one, operator_container, render
+from tests.chart.rendering import REPO_ROOT, grants, named, of_kind, one, operator_container, operator_role, render
 
 CONFIG = REPO_ROOT / "config" / "default"
 RESTRICTOR = ("--load-restrictor", "LoadRestrictionsNone")
@@ -43,7 +43,8 @@ def test_the_base_holds_what_an_install_needs(built: list[dict[str, Any]]) -> No
     kinds = sorted(o["kind"] for o in built)
     assert kinds == sorted([
         "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-        "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment", "Service",
+        "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+        "Deployment", "Service",
     ])  # fmt: skip
     namespace = one(built, "Namespace")
     assert namespace["metadata"]["name"] == "aidc-system"
@@ -72,8 +73,10 @@ def test_the_crds_are_the_generated_ones(built: list[dict[str, Any]]) -> None:
 
 def test_the_base_is_the_charts_cluster_wide_install(built: list[dict[str, Any]]) -> None:
     chart = render({}, release="aidc-operator", namespace="aidc-system")
-    assert grants(one(built, "ClusterRole")["rules"]) == grants(one(chart, "ClusterRole")["rules"])
-    assert one(built, "ClusterRole")["rules"] == one(chart, "ClusterRole")["rules"]  # order and grouping too
+    assert grants(operator_role(built)["rules"]) == grants(operator_role(chart)["rules"])
+    assert operator_role(built)["rules"] == operator_role(chart)["rules"]  # order and grouping too
+    reviewer = "aidc-operator-inference-reviewer"
+    assert named(built, "ClusterRole", reviewer)["rules"] == named(chart, "ClusterRole", reviewer)["rules"]
     ours, theirs = operator_container(built), operator_container(chart)
     assert ours["image"] == theirs["image"] == "ghcr.io/aidc/operator:0.1.0"
     assert ours == theirs
