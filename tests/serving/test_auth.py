@@ -25,9 +25,9 @@ from aidc_trainer.serving.auth import (
     DecisionCache,
     KubernetesGate,
 )
-from aidc_trainer.serving.server import tls_context
+from aidc_trainer.serving.server import access_gate, tls_context
 from aidc_trainer.serving.settings import parse_settings
-from tests.serving.harness import ScaleServable, in_process_server, loaded
+from tests.serving.harness import ScaleServable, in_process_server, loaded, start_process
 
 KEY = "sk-test-0123456789abcdef"
 ROW = {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
@@ -237,3 +237,55 @@ def test_a_certificate_that_does_not_load_is_a_config_error(tmp_path: Path) -> N
     )
     with pytest.raises(ConfigError, match="cannot load the TLS certificate"):
         tls_context(settings)
+
+
+def test_the_served_process_takes_its_key_and_certificate_from_the_environment(
+    classifier_export: Path, certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``python -m aidc_trainer.serving`` as a pod runs it with spec.auth.apiKey and spec.tls."""
+    cert, key = certificate
+    environment = {
+        "AIDC_MODEL_DIR": str(classifier_export),
+        "AIDC_AUTH": "api-key",
+        "AIDC_API_KEY": KEY,
+        "AIDC_TLS_CERT_FILE": str(cert),
+        "AIDC_TLS_KEY_FILE": str(key),
+    }
+    process = start_process(["--model-name", "digits", "--port", "0"], tmp_path / "server.log", env=environment)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario() -> None:
+        connector = aiohttp.TCPConnector(ssl=trusting)
+        async with aiohttp.ClientSession(process.url, connector=connector) as session:
+            for _ in range(600):  # the model loads and warms up: poll the open readiness route
+                if (await _call(session, "GET", "/v2/health/ready"))[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await _call(session, "GET", "/v2/models/digits"))[0] == 401
+            status, _, body = await _call(session, "GET", "/v2/models/digits", KEY)
+            assert status == 200 and b'"inputs"' in body
+
+    try:
+        process.wait_listening()
+        assert process.url.startswith("https://localhost:")
+        asyncio.run(scenario())
+        listening = next(r for r in process.read_log() if r.get("msg") == "listening")
+        assert (listening["scheme"], listening["auth"]) == ("https", "api-key")
+        assert KEY not in process.log.read_text()
+    finally:
+        assert process.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "gate"),
+    [
+        ([], {}, None),
+        (["--auth", "api-key"], {"AIDC_API_KEY": KEY}, ApiKeyGate),
+        (["--auth", "kubernetes"], {"AIDC_AUTH_NAMESPACE": "ml", "AIDC_AUTH_NAME": "digits"}, KubernetesGate),
+    ],
+)
+def test_the_settings_choose_the_gate(argv: list[str], environ: dict[str, str], gate: type | None) -> None:
+    chosen = access_gate(parse_settings(argv, environ), environ)
+    assert (type(chosen) if chosen is not None else None) is gate
+    if isinstance(chosen, KubernetesGate):
+        assert (chosen.namespace, chosen.name) == ("ml", "digits")
