@@ -111,6 +111,7 @@ class _Reviews:
 
     async def authenticate(self, token: str) -> Caller | None:
         self.calls.append("token")
+        await asyncio.sleep(0.01)  # an API call takes a while: other requests arrive meanwhile
         user = self.users.get(token)
         return None if user is None else Caller(user, "", ("system:authenticated",), {})
 
@@ -289,3 +290,14 @@ def test_the_settings_choose_the_gate(argv: list[str], environ: dict[str, str], 
     assert (type(chosen) if chosen is not None else None) is gate
     if isinstance(chosen, KubernetesGate):
         assert (chosen.namespace, chosen.name) == ("ml", "digits")
+
+
+def test_a_burst_with_one_new_token_costs_one_pair_of_reviews() -> None:
+    reviews = _Reviews({"alice-token": "alice"}, {"alice"})
+    gate = KubernetesGate(reviews, "ns", "digits")  # type: ignore[arg-type]
+
+    async def burst() -> None:
+        await asyncio.gather(*(gate.admit("alice-token") for _ in range(20)))
+
+    asyncio.run(burst())
+    assert reviews.calls == ["token", "access"]

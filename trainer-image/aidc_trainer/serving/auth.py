@@ -10,6 +10,7 @@ client costs two API calls every ``ttl`` seconds instead of two per request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -92,15 +93,21 @@ class KubernetesGate:
     ) -> None:
         self.reviews, self.namespace, self.name = reviews, namespace, name
         self.cache = cache or DecisionCache()
+        # a burst of requests with one new token waits on one pair of reviews, not one pair each
+        self._pending: dict[bytes, asyncio.Future[AccessRefusedError | None]] = {}
 
     async def admit(self, credential: str) -> None:
         key = hashlib.sha256(credential.encode()).digest()
         cached = self.cache.get(key)
-        if cached is None:
-            outcome = await self._decide(credential)
-            self.cache.put(key, outcome)
-        else:
+        if cached is not None:
             (outcome,) = cached
+        else:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = asyncio.ensure_future(self._decide(credential))
+                pending.add_done_callback(lambda _: self._pending.pop(key, None))
+            outcome = await asyncio.shield(pending)
+            self.cache.put(key, outcome)
         if outcome is not None:
             raise outcome
 
