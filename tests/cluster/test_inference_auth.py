@@ -34,8 +34,10 @@ REVIEWER = f"{RELEASE}-aidc-operator-inference-reviewer"
 ROW = {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
 
 
-def _token(core: client.CoreV1Api, namespace: str, account: str) -> str:
-    request = {"spec": {"expirationSeconds": 600}}
+def _token(core: client.CoreV1Api, namespace: str, account: str, audience: str | None = None) -> str:
+    request: dict[str, Any] = {"spec": {"expirationSeconds": 600}}
+    if audience is not None:
+        request["spec"]["audiences"] = [audience]
     return str(core.create_namespaced_service_account_token(account, namespace, request).status.token)
 
 
@@ -123,6 +125,37 @@ def test_the_server_admits_only_identities_rbac_allows_to_infer(
     assert f"system:serviceaccount:{namespace}:bob".encode() in outcomes["bob"][1]  # who, so RBAC can be fixed
     assert outcomes["garbage"][0] == 401 and outcomes["none"][0] == 401
     assert outcomes["health"][0] == 200
+
+
+def _statuses(address: ApiServerAddress, namespace: str, tokens: list[str], audiences: tuple[str, ...]) -> list[int]:
+    """The status of one inference per token, at a server whose gate wants ``audiences``."""
+
+    async def scenario() -> list[int]:
+        gate = KubernetesGate(AccessReviews(address), namespace, "digits", audiences=audiences)
+        async with in_process_server(loaded(ScaleServable()), gate=gate) as server:
+            await asyncio.wait_for(server.loading, 30)
+            async with aiohttp.ClientSession(server.url) as session:
+                return [(await _infer(session, token))[0] for token in tokens]
+
+    return asyncio.run(scenario())
+
+
+def test_with_audiences_only_tokens_issued_for_them_are_accepted(
+    kube: client.ApiClient, namespace: str, reviewer_token: Path
+) -> None:
+    """A token for the API server is refused where an audience is set, and the other way round:
+    a caller's token then cannot be replayed against the API server by whoever runs the server."""
+    default = _callers(kube, namespace)["alice"]
+    scoped = _token(client.CoreV1Api(kube), namespace, "alice", audience="aidc.io/digits")
+    address = ApiServerAddress(kube.configuration.host, reviewer_token, Path(kube.configuration.ssl_ca_cert))
+    assert _statuses(address, namespace, [scoped, default], ("aidc.io/digits",)) == [200, 401]
+    assert _statuses(address, namespace, [scoped, default], ()) == [401, 200]
+    with pytest.raises(ApiException) as refused:  # and the API server itself does not take the scoped token
+        configuration = client.Configuration()
+        configuration.host, configuration.ssl_ca_cert = kube.configuration.host, kube.configuration.ssl_ca_cert
+        configuration.api_key = {"authorization": f"Bearer {scoped}"}
+        client.CoreV1Api(client.ApiClient(configuration)).list_namespaced_pod(namespace)
+    assert refused.value.status == 401
 
 
 def test_a_reviewer_without_its_binding_cannot_verify_anyone(

@@ -69,6 +69,12 @@ def test_tls_mounts_the_secret_and_switches_probes_and_url_to_https(tls: dict[st
     assert (env["AIDC_TLS_CERT_FILE"], env["AIDC_TLS_KEY_FILE"]) == ("/etc/aidc/tls/tls.crt", "/etc/aidc/tls/tls.key")
 
 
+def test_token_audiences_reach_the_server_joined() -> None:
+    env = _env(_pod({"auth": {"kubernetes": {"audiences": ["aidc.io/digits", "other"]}}}))
+    assert env["AIDC_AUTH_AUDIENCES"] == "aidc.io/digits,other"
+    assert "AIDC_AUTH_AUDIENCES" not in _env(_pod({"auth": {"kubernetes": {}}}))
+
+
 def test_turning_auth_on_rolls_the_deployment() -> None:
     hashes = {
         serving_deployment(isvc(spec), MODEL, OperatorSettings())["metadata"]["annotations"]["aidc.io/spec-hash"]

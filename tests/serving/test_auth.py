@@ -109,7 +109,7 @@ class _Reviews:
         self.users, self.allowed = users, allowed
         self.calls: list[str] = []
 
-    async def authenticate(self, token: str) -> Caller | None:
+    async def authenticate(self, token: str, audiences: tuple[str, ...] = ()) -> Caller | None:
         self.calls.append("token")
         await asyncio.sleep(0.01)  # an API call takes a while: other requests arrive meanwhile
         user = self.users.get(token)
@@ -283,6 +283,11 @@ def test_the_served_process_takes_its_key_and_certificate_from_the_environment(
         ([], {}, None),
         (["--auth", "api-key"], {"AIDC_API_KEY": KEY}, ApiKeyGate),
         (["--auth", "kubernetes"], {"AIDC_AUTH_NAMESPACE": "ml", "AIDC_AUTH_NAME": "digits"}, KubernetesGate),
+        (
+            ["--auth", "kubernetes", "--auth-audiences", "a, b,"],
+            {"AIDC_AUTH_NAMESPACE": "ml", "AIDC_AUTH_NAME": "digits"},
+            KubernetesGate,
+        ),
     ],
 )
 def test_the_settings_choose_the_gate(argv: list[str], environ: dict[str, str], gate: type | None) -> None:
@@ -290,6 +295,7 @@ def test_the_settings_choose_the_gate(argv: list[str], environ: dict[str, str], 
     assert (type(chosen) if chosen is not None else None) is gate
     if isinstance(chosen, KubernetesGate):
         assert (chosen.namespace, chosen.name) == ("ml", "digits")
+        assert chosen.audiences == (("a", "b") if "--auth-audiences" in argv else ())
 
 
 def test_a_burst_with_one_new_token_costs_one_pair_of_reviews() -> None:

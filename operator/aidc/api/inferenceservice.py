@@ -92,6 +92,15 @@ class KubernetesAuth(ApiModel):
     owner may ``create`` the ``inferenceservices/infer`` subresource of this InferenceService.
     """
 
+    audiences: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Audiences a caller's token must be issued for (kubectl create token --audience); empty: the API "
+            "server's own, so the server sees tokens that are also good against the API server."
+        ),
+    )
+
 
 class ApiKeyAuth(ApiModel):
     """Callers present a shared key as the header Authorization: Bearer <key> (what OpenAI clients send)."""

@@ -75,6 +75,8 @@ def _security_environment(isvc: InferenceService) -> list[dict[str, Any]]:
             {"name": contract.ENV_AUTH_NAMESPACE, "value": str(isvc.metadata["namespace"])},
             {"name": contract.ENV_AUTH_NAME, "value": str(isvc.metadata["name"])},
         ]
+        if auth.kubernetes.audiences:
+            env.append({"name": contract.ENV_AUTH_AUDIENCES, "value": ",".join(auth.kubernetes.audiences)})
     if isvc.spec.tls is not None:
         env += [
             {"name": contract.ENV_TLS_CERT_FILE, "value": f"{contract.TLS_MOUNT}/tls.crt"},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -106,11 +106,20 @@ class AccessReviews:
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ReviewUnavailableError(f"{path}: {type(error).__name__}: {error}") from error
 
-    async def authenticate(self, token: str) -> Caller | None:
-        """The token's user, or None when the API server does not accept the token."""
-        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    async def authenticate(self, token: str, audiences: Sequence[str] = ()) -> Caller | None:
+        """The token's user, or None when the API server does not accept the token.
+
+        With ``audiences`` the token must have been issued for one of them (the API server checks,
+        and so do we: ``status.audiences`` is what the token and the review have in common).
+        """
+        spec: dict[str, Any] = {"token": token}
+        if audiences:
+            spec["audiences"] = list(audiences)
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
         status = (await self._post("/apis/authentication.k8s.io/v1/tokenreviews", review)).get("status") or {}
         if not status.get("authenticated"):
+            return None
+        if audiences and not set(audiences) & set(status.get("audiences") or ()):
             return None
         user = status.get("user") or {}
         return Caller(

@@ -89,9 +89,14 @@ class KubernetesGate:
     """A TokenReview, then a SubjectAccessReview for ``create`` on ``inferenceservices/infer``."""
 
     def __init__(
-        self, reviews: AccessReviews, namespace: str, name: str, cache: DecisionCache | None = None
+        self,
+        reviews: AccessReviews,
+        namespace: str,
+        name: str,
+        cache: DecisionCache | None = None,
+        audiences: tuple[str, ...] = (),
     ) -> None:
-        self.reviews, self.namespace, self.name = reviews, namespace, name
+        self.reviews, self.namespace, self.name, self.audiences = reviews, namespace, name, audiences
         self.cache = cache or DecisionCache()
         # a burst of requests with one new token waits on one pair of reviews, not one pair each
         self._pending: dict[bytes, asyncio.Future[AccessRefusedError | None]] = {}
@@ -113,7 +118,7 @@ class KubernetesGate:
 
     async def _decide(self, credential: str) -> AccessRefusedError | None:
         try:
-            caller = await self.reviews.authenticate(credential)
+            caller = await self.reviews.authenticate(credential, self.audiences)
             if caller is None:
                 return AccessRefusedError(401, "invalid credential")
             if await self.reviews.may_infer(caller, self.namespace, self.name):

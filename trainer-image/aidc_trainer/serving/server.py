@@ -84,7 +84,9 @@ def access_gate(settings: ServerSettings, environ: Mapping[str, str]) -> Gate | 
         return ApiKeyGate(settings.api_key)
     if settings.auth == contract.AUTH_KUBERNETES and settings.auth_namespace and settings.auth_name:
         reviews = AccessReviews(api_server_address(environ))
-        return KubernetesGate(reviews, settings.auth_namespace, settings.auth_name)
+        return KubernetesGate(
+            reviews, settings.auth_namespace, settings.auth_name, audiences=settings.auth_audiences
+        )
     return None
 
 

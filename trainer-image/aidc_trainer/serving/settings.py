@@ -43,6 +43,7 @@ class ServerSettings:
     api_key: str | None = field(default=None, repr=False)  # only from the environment: flags show in ps
     auth_namespace: str | None = None
     auth_name: str | None = None
+    auth_audiences: tuple[str, ...] = ()
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
@@ -74,6 +75,10 @@ def _auth_mode(text: str) -> str:
     if text not in AUTH_MODES:
         raise ValueError(f"must be one of {', '.join(AUTH_MODES)}")
     return text
+
+
+def _audiences(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(",") if a.strip())
 
 
 def _device(text: str) -> str:
@@ -137,6 +142,13 @@ _FLAGS: Final[tuple[tuple[str, str | None, Callable[[str], object], object, str]
     ),
     ("--auth-namespace", contract.ENV_AUTH_NAMESPACE, str, None, "the InferenceService's namespace"),
     ("--auth-name", contract.ENV_AUTH_NAME, str, None, "the InferenceService's name (RBAC on it)"),
+    (
+        "--auth-audiences",
+        contract.ENV_AUTH_AUDIENCES,
+        _audiences,
+        (),
+        "comma-separated audiences a caller's token must be issued for (kubernetes)",
+    ),
     ("--tls-cert-file", contract.ENV_TLS_CERT_FILE, Path, None, "serve HTTPS with this certificate (PEM)"),
     ("--tls-key-file", contract.ENV_TLS_KEY_FILE, Path, None, "the certificate's private key (PEM)"),
 )
