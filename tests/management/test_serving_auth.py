@@ -55,7 +55,7 @@ def test_tls_mounts_the_secret_and_switches_probes_and_url_to_https(tls: dict[st
     pod = serving_deployment(service, MODEL, OperatorSettings())["spec"]["template"]["spec"]
     container = pod["containers"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["scheme"] == scheme
+        assert container[probe]["httpGet"].get("scheme", "HTTP") == scheme
         assert container[probe]["httpGet"]["path"].startswith("/v2/health/")  # the open routes
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m for m in container["volumeMounts"]}
@@ -73,6 +73,14 @@ def test_token_audiences_reach_the_server_joined() -> None:
     env = _env(_pod({"auth": {"kubernetes": {"audiences": ["aidc.io/digits", "other"]}}}))
     assert env["AIDC_AUTH_AUDIENCES"] == "aidc.io/digits,other"
     assert "AIDC_AUTH_AUDIENCES" not in _env(_pod({"auth": {"kubernetes": {}}}))
+
+
+def test_without_auth_and_tls_the_pod_template_is_what_it_was() -> None:
+    """An operator upgrade must not roll every serving Deployment: nothing new appears when both are off."""
+    container = _pod({})["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert [m["name"] for m in container["volumeMounts"]] == ["model"]
+    assert not any(e["name"].startswith(("AIDC_AUTH", "AIDC_API_KEY", "AIDC_TLS")) for e in container["env"])
 
 
 def test_turning_auth_on_rolls_the_deployment() -> None:

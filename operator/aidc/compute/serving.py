@@ -33,8 +33,14 @@ def startup_failure_threshold(model: ServedModel) -> int:
 
 
 def _probe(isvc: InferenceService, path: str, **extra: int) -> dict[str, Any]:
-    """A probe of an open health route, over HTTPS when the server serves it (the kubelet skips verifying)."""
-    action = {"path": path, "port": "http", "scheme": "HTTPS" if isvc.spec.tls else "HTTP"}
+    """A probe of an open health route, over HTTPS when the server serves it (the kubelet skips verifying).
+
+    HTTP is the API server's default and stays implicit: naming it would change the spec hash of
+    every existing Deployment and roll all serving pods on an operator upgrade.
+    """
+    action = {"path": path, "port": "http"}
+    if isvc.spec.tls is not None:
+        action["scheme"] = "HTTPS"
     return {"httpGet": action, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
 
 
