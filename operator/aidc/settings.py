@@ -104,6 +104,9 @@ class OperatorSettings:
     lease_retry_period_seconds: float = 2.0
     # who this process is among the candidates (the pod's name)
     leader_identity: str = ""
+    # the ClusterRole (shipped by the chart, named after its release) that lets serving pods with
+    # spec.auth.kubernetes create TokenReviews and SubjectAccessReviews
+    inference_reviewer_role: str = "aidc-operator-inference-reviewer"
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -131,4 +134,5 @@ class OperatorSettings:
             lease_renew_deadline_seconds=_float("AIDC_LEASE_RENEW_DEADLINE_SECONDS", cls.lease_renew_deadline_seconds),
             lease_retry_period_seconds=_float("AIDC_LEASE_RETRY_PERIOD_SECONDS", cls.lease_retry_period_seconds),
             leader_identity=_candidate_identity(),
+            inference_reviewer_role=os.environ.get("AIDC_INFERENCE_REVIEWER_ROLE", cls.inference_reviewer_role),
         )

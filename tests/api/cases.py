@@ -136,10 +136,27 @@ VALID: list[tuple[str, dict[str, Any]]] = [
             },
         ),
     ),
+    ("inference-kubernetes-auth", _with(INFERENCE_SERVICE, "spec.auth", {"kubernetes": {}})),
+    (
+        "inference-api-key-and-tls",
+        _with(
+            _with(INFERENCE_SERVICE, "spec.auth", {"apiKey": {"secretName": "keys", "key": "api-key"}}),
+            "spec.tls",
+            {"secretName": "serving-tls"},
+        ),
+    ),
 ]
 
 # (id, body, words that the message must contain: the field's name and the problem)
 INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
+    (
+        "auth-both",
+        _with(INFERENCE_SERVICE, "spec.auth", {"kubernetes": {}, "apiKey": {"secretName": "k", "key": "k"}}),
+        ["auth", "exactly one of kubernetes or apiKey"],
+    ),
+    ("auth-neither", _with(INFERENCE_SERVICE, "spec.auth", {}), ["auth", "exactly one of kubernetes or apiKey"]),
+    ("api-key-without-key", _with(INFERENCE_SERVICE, "spec.auth", {"apiKey": {"secretName": "k"}}), ["key"]),
+    ("tls-without-secret", _with(INFERENCE_SERVICE, "spec.tls", {}), ["secretName"]),
     ("zero-replicas", _with(TRAINING_JOB, "spec.replicas", 0), ["replicas"]),
     ("unknown-task", _with(TRAINING_JOB, "spec.trainer.task", "poetry"), ["task"]),
     ("no-trainer-no-command", _with(TRAINING_JOB, "spec.trainer", _DELETE), ["spec.trainer is required"]),

@@ -102,6 +102,11 @@ def named(objects: Sequence[dict[str, Any]], kind: str, name: str) -> dict[str, 
     return found[0]
 
 
+def operator_role(objects: Sequence[dict[str, Any]], release: str = "aidc-operator") -> dict[str, Any]:
+    """The ClusterRole the operator's own ServiceAccount is bound to (the chart ships others)."""
+    return named(objects, "ClusterRole", release)
+
+
 def rules(objects: Sequence[dict[str, Any]]) -> Iterator[tuple[str, str | None, Rule]]:
     """Every RBAC rule as (kind of role, its namespace, rule)."""
     for role in objects:

@@ -302,24 +302,37 @@ def test_the_chart_service_account_serves_an_inference_service(
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         },
     )
-    isvc = inference_service_body(
-        "digits", {"model": {"storageUri": "pvc://models/digits"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}
-    )
+    # spec.auth.kubernetes: the operator binds aidc-inference to the chart's reviewer role, which
+    # its namespaced-mode RBAC allows cluster-wide for that one role
+    spec = {
+        "model": {"storageUri": "pvc://models/digits"},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+        "auth": {"kubernetes": {}},
+    }
+    rbac = client.RbacAuthorizationV1Api(kube)
     with (
         installed(testbed, operator_namespace, values) as release,
         operator_as_chart(testbed, kube, operator_namespace, release, values, tmp_path, monkeypatch, caplog),
     ):
-        create(kube, namespace, "inferenceservices", isvc)
-        wait_for(
-            lambda: get(kube, namespace, "inferenceservices", "digits"),
-            until=lambda s: condition_is(s, "Ready"),
-            timeout=90,
-            message="InferenceService Ready",
-        )
-        assert client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
-        assert client.AutoscalingV2Api(kube).list_namespaced_horizontal_pod_autoscaler(namespace).items
-        policies = client.NetworkingV1Api(kube).list_namespaced_network_policy(namespace).items
-        assert [p.metadata.name for p in policies] == (["digits-serving"] if network_policy else [])
+        reviewer = f"{release}-aidc-operator-inference-reviewer"
+        try:
+            create(kube, namespace, "inferenceservices", inference_service_body("digits", spec))
+            wait_for(
+                lambda: get(kube, namespace, "inferenceservices", "digits"),
+                until=lambda s: condition_is(s, "Ready"),
+                timeout=90,
+                message="InferenceService Ready",
+            )
+            assert client.AppsV1Api(kube).list_namespaced_deployment(namespace).items
+            assert client.AutoscalingV2Api(kube).list_namespaced_horizontal_pod_autoscaler(namespace).items
+            policies = client.NetworkingV1Api(kube).list_namespaced_network_policy(namespace).items
+            assert [p.metadata.name for p in policies] == (["digits-serving"] if network_policy else [])
+            binding = rbac.read_cluster_role_binding(f"{reviewer}-{namespace}")
+            assert binding.role_ref.name == reviewer
+            assert [(s.name, s.namespace) for s in binding.subjects] == [("aidc-inference", namespace)]
+        finally:
+            with contextlib.suppress(ApiException):
+                rbac.delete_cluster_role_binding(f"{reviewer}-{namespace}")
 
 
 @pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
@@ -357,6 +370,8 @@ def test_what_the_chart_service_account_may_not_do(
             ("impersonate", "serviceaccounts", "", namespace),
             ("create", "pods/exec", "", namespace),
             ("create", "clusterroles", "rbac.authorization.k8s.io", None),
+            ("bind", "clusterroles", "rbac.authorization.k8s.io", None),  # only the reviewer role, by name
+            ("delete", "clusterrolebindings", "rbac.authorization.k8s.io", None),
         ]:
             assert not may(verb, resource, group, where), (verb, resource, where)
         if mode == "namespaced":

@@ -23,6 +23,7 @@ from tests.chart.rendering import (
     of_kind,
     one,
     operator_container,
+    operator_role,
     render,
     render_text,
     rules,
@@ -54,8 +55,14 @@ def test_rbac_has_no_wildcards_and_no_secrets(values: dict[str, Any]) -> None:
             assert "*" not in rule.get(key, []), (kind, namespace, rule)
         assert not any("*" in resource for resource in rule["resources"]), rule
         assert "nonResourceURLs" not in rule
-        assert "resourceNames" not in rule or rule["resources"] == ["leases"], rule  # the Lease, by its name
-        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
+        if rule["resources"] == ["leases"]:
+            continue  # the Lease, get/update by its name (test_leader_election_role_...)
+        if "bind" in rule["verbs"] or "resourceNames" in rule:  # bind the reviewer role, nothing else
+            assert rule == {
+                "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
+                "resourceNames": ["aidc-operator-inference-reviewer"],
+            }, rule  # fmt: skip
     assert "secrets" not in text  # not in a rule, not in an env var, not in a volume
 
 
@@ -67,7 +74,7 @@ def _watch_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any
 def test_cluster_wide_mode_binds_one_cluster_role_with_everything() -> None:
     objects = render({})
     assert not _watch_roles(objects, "Role") and not _watch_roles(objects, "RoleBinding")
-    role, binding = named(objects, "ClusterRole", "aidc-operator"), one(objects, "ClusterRoleBinding")
+    role, binding = operator_role(objects), one(objects, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -91,19 +98,35 @@ def test_namespaced_mode_grants_per_namespace_and_little_cluster_wide() -> None:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aidc-operator", "namespace": "aidc-system"}]
     # what kopf observes at cluster scope, read-only, and nothing else
-    cluster_wide = grants(named(objects, "ClusterRole", "aidc-operator")["rules"])
+    cluster_wide = grants(operator_role(objects)["rules"])
     assert cluster_wide == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings", "create"),
+        ("rbac.authorization.k8s.io", "clusterroles", "bind"),
     }
     # the same namespaced grants as the cluster-wide mode, less the cluster-scoped ones
-    everything = grants(named(render({}), "ClusterRole", "aidc-operator")["rules"])
-    assert grants(roles[0]["rules"]) == {g for g in everything if g[1] != "customresourcedefinitions"}
+    everything = grants(operator_role(render({}))["rules"])
+    cluster_scoped = ("customresourcedefinitions", "clusterrolebindings", "clusterroles")
+    assert grants(roles[0]["rules"]) == {g for g in everything if g[1] not in cluster_scoped}
     container = operator_container(objects)
     assert container["args"] == ["--standalone", "--namespace=team-a", "--namespace=team-b"]
     assert environment(container)["AIDC_NAMESPACES"] == "team-a,team-b"
+
+
+@MODES
+def test_the_reviewer_role_allows_token_and_access_reviews_only(values: dict[str, Any]) -> None:
+    """What spec.auth.kubernetes servers are bound to, in each namespace, by the operator."""
+    objects = render(values)
+    reviewer = named(objects, "ClusterRole", "aidc-operator-inference-reviewer")
+    assert grants(reviewer["rules"]) == {
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    }
+    env = environment(operator_container(objects))
+    assert env["AIDC_INFERENCE_REVIEWER_ROLE"] == "aidc-operator-inference-reviewer"
 
 
 def test_the_operator_may_grant_what_it_gives_the_trainer() -> None:

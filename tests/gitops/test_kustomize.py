@@ -45,7 +45,7 @@ def test_the_base_holds_what_an_install_needs(built: list[dict[str, Any]]) -> No
     kinds = sorted(o["kind"] for o in built)
     assert kinds == sorted([
         "Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-        *["ClusterRole"] * len(USER_ROLES), "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+        *["ClusterRole"] * len(USER_ROLES), "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding", "Deployment", "Service", "Role", "RoleBinding", "PodDisruptionBudget",
     ])  # fmt: skip
     namespace = one(built, "Namespace")
@@ -81,6 +81,8 @@ def test_the_base_is_the_charts_cluster_wide_install(built: list[dict[str, Any]]
         assert ours["rules"] == theirs["rules"], name  # order and grouping too
         aggregation = {k: v for k, v in theirs["metadata"]["labels"].items() if k.startswith("rbac.authorization")}
         assert aggregation.items() <= ours["metadata"]["labels"].items(), name
+    reviewer = "aidc-operator-inference-reviewer"
+    assert named(built, "ClusterRole", reviewer)["rules"] == named(chart, "ClusterRole", reviewer)["rules"]
     ours, theirs = operator_container(built), operator_container(chart)
     assert ours["image"] == theirs["image"] == "ghcr.io/aidc/operator:0.1.0"
     assert ours == theirs

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from aidc_trainer.serving.app import ServingState, create_app
+from aidc_trainer.serving.auth import Gate
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel
 from aidc_trainer.serving.protocol import Array, ProtocolError, TensorSpec
@@ -102,19 +104,26 @@ async def in_process_server(
     max_batch_size: int = 32,
     max_delay: float = 0.005,
     max_request_bytes: int = 1 << 20,
+    gate: Gate | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[InProcessServer]:
-    """The real app and lifecycle on a free loopback port; loading starts in the background."""
+    """The real app and lifecycle on a free loopback port; loading starts in the background.
+
+    ``gate`` requires credentials as in a pod with ``spec.auth``; ``ssl_context`` serves HTTPS
+    (the URL then names ``localhost``, which the tests' certificates are made out to).
+    """
     import asyncio
 
     state = ServingState(model_name, max_request_bytes, ServerMetrics())
-    runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(state, gate), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     loading = asyncio.create_task(start_serving(state, load, max_batch_size=max_batch_size, max_delay=max_delay))
+    base = f"https://localhost:{port}" if ssl_context else f"http://127.0.0.1:{port}"
     try:
-        yield InProcessServer(f"http://127.0.0.1:{port}", state, loading)
+        yield InProcessServer(base, state, loading)
     finally:
         loading.cancel()
         with contextlib.suppress(BaseException):
@@ -179,7 +188,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             for record in self.read_log():
                 if record.get("msg") == "listening":
-                    self.url = f"http://127.0.0.1:{record['port']}"
+                    host = "localhost" if record.get("scheme") == "https" else "127.0.0.1"
+                    self.url = f"{record.get('scheme', 'http')}://{host}:{record['port']}"
                     return
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log.read_text()}")

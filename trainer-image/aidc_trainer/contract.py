@@ -81,11 +81,28 @@ ENV_HTTP_PORT: Final = "AIDC_HTTP_PORT"
 ENV_MAX_BATCH_SIZE: Final = "AIDC_MAX_BATCH_SIZE"
 ENV_MAX_DELAY_MS: Final = "AIDC_MAX_DELAY_MS"
 ENV_MAX_REQUEST_BYTES: Final = "AIDC_MAX_REQUEST_BYTES"
+# Who may call a model server's model routes (none, api-key, kubernetes), and with what: the key
+# (from the user's Secret), or the InferenceService a Kubernetes caller needs RBAC on; HTTPS
+# from the certificate and key of a kubernetes.io/tls Secret mounted at TLS_MOUNT.
+ENV_AUTH: Final = "AIDC_AUTH"
+ENV_API_KEY: Final = "AIDC_API_KEY"
+ENV_AUTH_NAMESPACE: Final = "AIDC_AUTH_NAMESPACE"
+ENV_AUTH_NAME: Final = "AIDC_AUTH_NAME"
+ENV_AUTH_AUDIENCES: Final = "AIDC_AUTH_AUDIENCES"
+ENV_TLS_CERT_FILE: Final = "AIDC_TLS_CERT_FILE"
+ENV_TLS_KEY_FILE: Final = "AIDC_TLS_KEY_FILE"
+AUTH_NONE: Final = "none"
+AUTH_API_KEY: Final = "api-key"
+AUTH_KUBERNETES: Final = "kubernetes"
+# The SubjectAccessReview a Kubernetes caller must pass: create on this subresource of its
+# InferenceService (the user roles grant it).
+INFER_SUBRESOURCE: Final = "infer"
 
 # Where the operator mounts the claims in every rank.
 CHECKPOINT_MOUNT: Final = "/mnt/checkpoints"
 DATA_MOUNT: Final = "/mnt/data"
 MODEL_MOUNT: Final = "/mnt/model"
+TLS_MOUNT: Final = "/etc/aidc/tls"
 
 # Layout of a job's checkpoint directory, relative to AIDC_CHECKPOINT_DIR.
 CHECKPOINT_LATEST_FILE: Final = "latest"

@@ -29,6 +29,11 @@
 {{- end }}
 {{- end }}
 
+{{/* The ClusterRole that lets model servers with spec.auth.kubernetes review their callers' tokens. */}}
+{{- define "aidc.inferenceReviewerRole" -}}
+{{- printf "%s-inference-reviewer" (include "aidc.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "aidc.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "aidc.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -78,8 +83,8 @@ no wildcards, no secrets.
 - apiGroups: [""]
   resources: [services, persistentvolumeclaims]
   verbs: [get, list, watch, create]
-# the trainer's identity in each namespace (aidc-trainer); its Role is applied (patch), so an
-# upgrade narrows one an older operator created
+# the trainer's identity in each namespace (aidc-trainer), and the model server's (aidc-inference);
+# the trainer's Role is applied (patch), so an upgrade narrows one an older operator created
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create]
@@ -124,11 +129,22 @@ no wildcards, no secrets.
   {{- end }}
 {{- end }}
 
-{{/* What kopf observes cluster-wide: CRDs always; namespaces only when it watches a list of them. */}}
+{{/*
+Cluster-scoped in both modes: what kopf observes (CRDs always; namespaces only when it watches a
+list of them), and the ClusterRoleBinding of each namespace's aidc-inference ServiceAccount to the
+reviewer role, which the operator may bind and no other role.
+*/}}
 {{- define "aidc.rules.cluster" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterrolebindings]
+  verbs: [create]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  verbs: [bind]
+  resourceNames: [{{ include "aidc.inferenceReviewerRole" . }}]
 {{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: [namespaces]

@@ -89,6 +89,65 @@ class Batching(ApiModel):
     )
 
 
+_SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class KubernetesAuth(ApiModel):
+    """Callers present a Kubernetes bearer token (a ServiceAccount's or a user's).
+
+    The server checks it with a TokenReview, then asks a SubjectAccessReview whether its
+    owner may ``create`` the ``inferenceservices/infer`` subresource of this InferenceService.
+    """
+
+    audiences: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Audiences a caller's token must be issued for (kubectl create token --audience); empty: the API "
+            "server's own, so the server sees tokens that are also good against the API server."
+        ),
+    )
+
+
+class ApiKeyAuth(ApiModel):
+    """Callers present a shared key as the header Authorization: Bearer <key> (what OpenAI clients send)."""
+
+    secret_name: str = Field(
+        min_length=1, max_length=253, pattern=_SECRET_NAME, description="Secret in this namespace holding the key."
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the Secret's data entry."
+    )
+
+
+class InferenceAuth(ApiModel):
+    """Who may call the model routes; the health routes stay open for the kubelet's probes."""
+
+    kubernetes: KubernetesAuth | None = Field(
+        default=None, description="Kubernetes identities, allowed by RBAC on inferenceservices/infer."
+    )
+    api_key: ApiKeyAuth | None = Field(default=None, description="One shared key from a Secret.")
+
+    cel_rules = (
+        CelRule(
+            "has(self.kubernetes) != has(self.apiKey)",
+            "auth: set exactly one of kubernetes or apiKey",
+            lambda a: (a.kubernetes is None) != (a.api_key is None),
+        ),
+    )
+
+
+class ServingTls(ApiModel):
+    """HTTPS from a certificate the user provides."""
+
+    secret_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=_SECRET_NAME,
+        description="A kubernetes.io/tls Secret in this namespace (tls.crt and tls.key).",
+    )
+
+
 class InferenceServiceSpec(ApiModel):
     """The desired serving Deployment."""
 
@@ -113,6 +172,10 @@ class InferenceServiceSpec(ApiModel):
         description="Who may connect to the server; by default every pod of the InferenceService's namespace.",
     )
     placement: Placement = Field(default_factory=Placement, description="Node selection.")
+    auth: InferenceAuth | None = Field(
+        default=None, description="Require a credential on the model routes; off (anyone who reaches it) when unset."
+    )
+    tls: ServingTls | None = Field(default=None, description="Serve HTTPS instead of plain HTTP.")
     pod_template: PodTemplateOverrides = Field(
         default_factory=PodTemplateOverrides, description="Labels, annotations and pod-spec fields for every pod."
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService, ServedModel
+from aidc.compute.inference_account import INFERENCE_SERVICE_ACCOUNT
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
 from aidc.identity.fingerprint import spec_hash
 from aidc.identity.labels import owner_reference, selector_labels, serving_labels
@@ -30,8 +31,16 @@ def startup_failure_threshold(model: ServedModel) -> int:
     return max(1, math.ceil(seconds / PROBE_PERIOD_SECONDS))
 
 
-def _probe(path: str, **extra: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
+def _probe(isvc: InferenceService, path: str, **extra: int) -> dict[str, Any]:
+    """A probe of an open health route, over HTTPS when the server serves it (the kubelet skips verifying).
+
+    HTTP is the API server's default and stays implicit: naming it would change the spec hash of
+    every existing Deployment and roll all serving pods on an operator upgrade.
+    """
+    action = {"path": path, "port": "http"}
+    if isvc.spec.tls is not None:
+        action["scheme"] = "HTTPS"
+    return {"httpGet": action, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
 
 
 def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:
@@ -45,9 +54,36 @@ def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:
         {"name": contract.ENV_MAX_DELAY_MS, "value": str(spec.batching.max_delay_ms)},
         {"name": contract.ENV_MAX_REQUEST_BYTES, "value": str(spec.max_request_bytes)},
         {"name": contract.ENV_PYTHON_UNBUFFERED, "value": "1"},
+        *_security_environment(isvc),
     ]
     overridden = {e.name for e in spec.env}
     return [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+
+
+def _security_environment(isvc: InferenceService) -> list[dict[str, Any]]:
+    """Auth and TLS settings: the key straight from the user's Secret (the operator never reads it)."""
+    auth = isvc.spec.auth
+    env: list[dict[str, Any]] = []
+    if auth is not None and auth.api_key is not None:
+        key_ref = {"name": auth.api_key.secret_name, "key": auth.api_key.key}
+        env += [
+            {"name": contract.ENV_AUTH, "value": contract.AUTH_API_KEY},
+            {"name": contract.ENV_API_KEY, "valueFrom": {"secretKeyRef": key_ref}},
+        ]
+    elif auth is not None and auth.kubernetes is not None:
+        env += [
+            {"name": contract.ENV_AUTH, "value": contract.AUTH_KUBERNETES},
+            {"name": contract.ENV_AUTH_NAMESPACE, "value": str(isvc.metadata["namespace"])},
+            {"name": contract.ENV_AUTH_NAME, "value": str(isvc.metadata["name"])},
+        ]
+        if auth.kubernetes.audiences:
+            env.append({"name": contract.ENV_AUTH_AUDIENCES, "value": ",".join(auth.kubernetes.audiences)})
+    if isvc.spec.tls is not None:
+        env += [
+            {"name": contract.ENV_TLS_CERT_FILE, "value": f"{contract.TLS_MOUNT}/tls.crt"},
+            {"name": contract.ENV_TLS_KEY_FILE, "value": f"{contract.TLS_MOUNT}/tls.key"},
+        ]
+    return env
 
 
 def _server_container(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
@@ -55,6 +91,9 @@ def _server_container(isvc: InferenceService, model: ServedModel, settings: Oper
     mount: dict[str, Any] = {"name": "model", "mountPath": contract.MODEL_MOUNT, "readOnly": True}
     if model.path:
         mount["subPath"] = model.path
+    mounts = [mount]
+    if spec.tls is not None:
+        mounts.append({"name": "tls", "mountPath": contract.TLS_MOUNT, "readOnly": True})
     return {
         "name": "server",
         "image": spec.image or settings.trainer_image,
@@ -63,21 +102,29 @@ def _server_container(isvc: InferenceService, model: ServedModel, settings: Oper
         "env": server_environment(isvc),
         "ports": [{"name": "http", "containerPort": contract.SERVER_PORT}],
         "resources": resource_requirements(spec.resources),
-        "volumeMounts": [mount],
-        "startupProbe": _probe("/v2/health/ready", failureThreshold=startup_failure_threshold(model)),
-        "readinessProbe": _probe("/v2/health/ready", failureThreshold=2),
-        "livenessProbe": _probe("/v2/health/live", failureThreshold=3, periodSeconds=10),
+        "volumeMounts": mounts,
+        "startupProbe": _probe(isvc, "/v2/health/ready", failureThreshold=startup_failure_threshold(model)),
+        "readinessProbe": _probe(isvc, "/v2/health/ready", failureThreshold=2),
+        "livenessProbe": _probe(isvc, "/v2/health/live", failureThreshold=3, periodSeconds=10),
         "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
     }
 
 
 def _server_pod_spec(isvc: InferenceService, model: ServedModel, settings: OperatorSettings) -> dict[str, Any]:
-    """The server's pod spec, the model's claim read-only, the user's podTemplate merged in."""
+    """The server's pod spec, the model's claim read-only, the user's podTemplate merged in.
+
+    Only a server that reviews its callers' tokens gets an API token of its own (``aidc-inference``).
+    """
+    volumes: list[dict[str, Any]] = [
+        {"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}},
+    ]
+    if isvc.spec.tls is not None:
+        items = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]
+        volumes.append({"name": "tls", "secret": {"secretName": isvc.spec.tls.secret_name, "items": items}})
+    reviews_tokens = isvc.spec.auth is not None and isvc.spec.auth.kubernetes is not None
     pod_spec: dict[str, Any] = {
         "containers": [_server_container(isvc, model, settings)],
-        "volumes": [
-            {"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}},
-        ],
+        "volumes": volumes,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": SERVER_UID,
@@ -85,8 +132,10 @@ def _server_pod_spec(isvc: InferenceService, model: ServedModel, settings: Opera
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": reviews_tokens,
     }
+    if reviews_tokens:
+        pod_spec["serviceAccountName"] = INFERENCE_SERVICE_ACCOUNT
     pod_spec.update(placement_fields(isvc.spec.placement))
     return merge_pod_spec(pod_spec, isvc.spec.pod_template.spec)
 

@@ -45,7 +45,8 @@ def model_schema(model: type[BaseModel], description: str | None = None) -> Sche
     doc = description or " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
     if doc:
         schema["description"] = doc
-    schema["properties"] = properties
+    if properties:  # the API server drops an empty map, and a CRD applied twice would then conflict
+        schema["properties"] = properties
     if required:
         schema["required"] = required
     if issubclass(model, ApiModel) and model.cel_rules:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from aidc.compute.inference_account import inference_identity
 from aidc.compute.trainer_account import trainer_identity
 from aidc.contract import GROUP, OPERATOR_NAME, VERSION
 from aidc.management.apiserver import ApiError, ApiServer
@@ -34,6 +35,7 @@ _PLURALS = {
     "ServiceAccount": "serviceaccounts",
     "Role": "roles",
     "RoleBinding": "rolebindings",
+    "ClusterRoleBinding": "clusterrolebindings",
     "Deployment": "deployments",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "NetworkPolicy": "networkpolicies",
@@ -43,10 +45,11 @@ _PLURALS = {
 
 
 def _path(body: dict[str, Any], plural: str) -> str:
-    """The collection a namespaced object is created in: /api/v1/... or /apis/GROUP/VERSION/..."""
+    """The collection an object is created in: /api/v1/... or /apis/GROUP/VERSION/..., namespaced or not."""
     api_version = body.get("apiVersion") or "v1"
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{base}/namespaces/{body['metadata']['namespace']}/{plural}"
+    namespace = body["metadata"].get("namespace")
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
 
 
 class CreationRefusedError(Exception):
@@ -64,8 +67,9 @@ class Cluster:
     def __init__(self, server: ApiServer, metrics: OperatorMetrics) -> None:
         self.server = server
         self.metrics = metrics
-        self._identities: set[str] = set()
-        self._identity_tasks: dict[str, asyncio.Future[None]] = {}
+        # (ServiceAccount, namespace) of the identities created by this process
+        self._identities: set[tuple[str, str]] = set()
+        self._identity_tasks: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def _send(
         self, verb: str, resource: str, method: str, path: str, body: dict[str, Any] | None, **kw: Any
@@ -144,25 +148,35 @@ class Cluster:
         The jobs of a burst in a new namespace all wait on the same creation instead of each
         sending the three creates (and getting conflicts back).
         """
-        if namespace in self._identities:
+        await self._ensure_identity(trainer_identity(namespace))
+
+    async def ensure_inference_identity(self, namespace: str, reviewer_role: str) -> None:
+        """The ServiceAccount ``aidc-inference`` of ``namespace`` and its binding to the reviewer role, once."""
+        await self._ensure_identity(inference_identity(namespace, reviewer_role))
+
+    async def _ensure_identity(self, objects: list[dict[str, Any]]) -> None:
+        """Creates ``objects`` (a ServiceAccount first, then its RBAC) once per process and namespace."""
+        meta = objects[0]["metadata"]
+        key = (meta["name"], meta["namespace"])
+        if key in self._identities:
             return
-        pending = self._identity_tasks.get(namespace)
+        pending = self._identity_tasks.get(key)
         if pending is None:
-            pending = self._identity_tasks[namespace] = asyncio.ensure_future(self._create_identity(namespace))
+            pending = self._identity_tasks[key] = asyncio.ensure_future(self._create_identity(key, objects))
         try:
             await asyncio.shield(pending)
         finally:
             if pending.done():
-                self._identity_tasks.pop(namespace, None)
+                self._identity_tasks.pop(key, None)
 
-    async def _create_identity(self, namespace: str) -> None:
-        # the Role is applied: one an older operator created with more verbs is narrowed
-        for obj in trainer_identity(namespace):
+    async def _create_identity(self, key: tuple[str, str], objects: list[dict[str, Any]]) -> None:
+        # a Role is applied: one an older operator created with more verbs is narrowed
+        for obj in objects:
             if obj["kind"] == "Role":
                 await self.apply(obj)
             else:
                 await self.create(obj)
-        self._identities.add(namespace)
+        self._identities.add(key)
 
     async def apply(self, body: dict[str, Any]) -> None:
         """Server-side apply of an owned object the operator wants exactly so (fields it dropped go away)."""

@@ -112,11 +112,22 @@ class ServingReconciler:
             plan = invalid(status, meta, describe_validation_error(error), datetime.now(UTC))
             return await report(self.cluster, PLURAL, body, plan), None
         plan = decide(self.observe(isvc))
-        refusal = await self._apply_objects(meta["namespace"], plan)
+        refusal = await self._ensure_identity(isvc) or await self._apply_objects(meta["namespace"], plan)
         if refusal is not None:
             plan = refused(status, meta, plan, str(refusal), datetime.now(UTC))
         memory.phase = (plan.status or status).get("phase")
         return await report(self.cluster, PLURAL, body, plan), plan.requeue_after
+
+    async def _ensure_identity(self, isvc: InferenceService) -> CreationRefusedError | None:
+        """The reviewing identity, before a Deployment that runs as it (``spec.auth.kubernetes``)."""
+        if isvc.spec.auth is None or isvc.spec.auth.kubernetes is None:
+            return None
+        try:
+            role = self.settings.inference_reviewer_role
+            await self.cluster.ensure_inference_identity(isvc.metadata["namespace"], role)
+        except CreationRefusedError as error:
+            return error
+        return None
 
     async def _apply_objects(self, namespace: str, plan: Plan) -> CreationRefusedError | None:
         """Creates, updates and removes what ``plan`` says, in that order; the first refusal stops it."""

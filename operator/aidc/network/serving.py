@@ -10,8 +10,11 @@ from aidc.identity.labels import owner_reference, selector_labels, serving_label
 
 
 def inference_url(isvc: InferenceService, cluster_domain: str) -> str:
-    """The in-cluster base URL; the v2 protocol lives under /v2/models/<name>."""
-    return f"http://{isvc.metadata['name']}.{isvc.metadata['namespace']}.svc.{cluster_domain}:{contract.SERVER_PORT}"
+    """The in-cluster base URL (https with ``spec.tls``); the v2 protocol lives under /v2/models/<name>."""
+    scheme = "https" if isvc.spec.tls is not None else "http"
+    return (
+        f"{scheme}://{isvc.metadata['name']}.{isvc.metadata['namespace']}.svc.{cluster_domain}:{contract.SERVER_PORT}"
+    )
 
 
 def serving_service(isvc: InferenceService) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from importlib import metadata
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from aidc_trainer.serving.auth import Gate, auth_middleware
 from aidc_trainer.serving.batcher import DynamicBatcher
 from aidc_trainer.serving.metrics import CONTENT_TYPE, ServerMetrics
 from aidc_trainer.serving.protocol import (
@@ -188,10 +190,21 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def create_app(state: ServingState) -> web.Application:
-    """The application; the body limit is enforced by aiohttp too, for bodies of unknown length."""
-    app = web.Application(middlewares=[observe], client_max_size=state.max_request_bytes)
+def create_app(state: ServingState, gate: Gate | None = None) -> web.Application:
+    """The application; the body limit is enforced by aiohttp too, for bodies of unknown length.
+
+    With a ``gate`` every route but the health probes and ``/metrics`` needs a credential; the
+    refusals still pass through ``observe``, so they are counted like any other answer.
+    """
+    middlewares: list[Middleware] = [observe] if gate is None else [observe, auth_middleware(gate)]
+    app = web.Application(middlewares=middlewares, client_max_size=state.max_request_bytes)
     app[STATE] = state
+    if gate is not None:
+
+        async def close_gate(_: web.Application) -> None:
+            await gate.close()
+
+        app.on_cleanup.append(close_gate)
     app.router.add_get("/v2/health/live", live)
     app.router.add_get("/v2/health/ready", ready)
     app.router.add_get("/v2", server_metadata)

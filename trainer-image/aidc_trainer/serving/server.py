@@ -17,16 +17,20 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from aiohttp import web
 
-from aidc_trainer.errors import TrainerError
+from aidc_trainer import contract
+from aidc_trainer.errors import ConfigError, TrainerError
 from aidc_trainer.logs import configure_logging, fields
+from aidc_trainer.serving.access_review import AccessReviews, api_server_address
 from aidc_trainer.serving.app import ServingState, create_app
+from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel, load_model
@@ -74,17 +78,52 @@ async def start_serving(state: ServingState, load: Loader, *, max_batch_size: in
     )
 
 
-async def serve(settings: ServerSettings, load: Loader | None = None) -> int:
+def access_gate(settings: ServerSettings, environ: Mapping[str, str]) -> Gate | None:
+    """What the model routes require (settings.auth), or None when they are open."""
+    if settings.auth == contract.AUTH_API_KEY and settings.api_key:
+        return ApiKeyGate(settings.api_key)
+    if settings.auth == contract.AUTH_KUBERNETES and settings.auth_namespace and settings.auth_name:
+        reviews = AccessReviews(api_server_address(environ))
+        return KubernetesGate(
+            reviews, settings.auth_namespace, settings.auth_name, audiences=settings.auth_audiences
+        )
+    return None
+
+
+def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The server side of HTTPS from the PEM certificate and key; a bad pair is a config error (78)."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as error:
+        pair = f"{settings.tls_cert_file} and {settings.tls_key_file}"
+        raise ConfigError(f"cannot load the TLS certificate and key {pair}: {error}") from error
+    return context
+
+
+async def serve(
+    settings: ServerSettings, load: Loader | None = None, environ: Mapping[str, str] | None = None
+) -> int:
     """Run until SIGTERM or SIGINT; the exit code says why the process ended."""
     state = ServingState(settings.model_name, settings.max_request_bytes, ServerMetrics())
+    context = tls_context(settings)
+    gate = access_gate(settings, os.environ if environ is None else environ)
     runner = web.AppRunner(
-        create_app(state), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+        create_app(state, gate), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
-    log.info("listening", extra=fields(host=settings.host, port=port, model=settings.model_name))
+    scheme = "https" if context else "http"
+    log.info(
+        "listening",
+        extra=fields(
+            host=settings.host, port=port, scheme=scheme, auth=settings.auth, model=settings.model_name
+        ),
+    )
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -125,4 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainerError as error:
         log.error("invalid server settings", extra=fields(error=str(error)))
         return error.exit_code
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigError as error:
+        log.error("invalid server settings", extra=fields(error=str(error)))
+        return error.exit_code

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -22,6 +22,7 @@ from aidc_trainer.errors import ConfigError
 ENV_DEVICE: Final = "AIDC_DEVICE"
 
 DEVICES: Final = ("auto", "cpu", "cuda")
+AUTH_MODES: Final = (contract.AUTH_NONE, contract.AUTH_API_KEY, contract.AUTH_KUBERNETES)
 # The name is a URL path segment (/v2/models/<name>/infer) and usually a Kubernetes object name.
 _MODEL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
 
@@ -38,6 +39,13 @@ class ServerSettings:
     max_delay_ms: float = 5.0
     max_request_bytes: int = 8 * 1024 * 1024
     device: str = "auto"
+    auth: str = contract.AUTH_NONE
+    api_key: str | None = field(default=None, repr=False)  # only from the environment: flags show in ps
+    auth_namespace: str | None = None
+    auth_name: str | None = None
+    auth_audiences: tuple[str, ...] = ()
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -61,6 +69,16 @@ def _model_name(text: str) -> str:
     if not _MODEL_NAME.match(text):
         raise ValueError("must start with a letter or digit and hold only letters, digits, '_', '.', '-'")
     return text
+
+
+def _auth_mode(text: str) -> str:
+    if text not in AUTH_MODES:
+        raise ValueError(f"must be one of {', '.join(AUTH_MODES)}")
+    return text
+
+
+def _audiences(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in text.split(",") if a.strip())
 
 
 def _device(text: str) -> str:
@@ -115,6 +133,24 @@ _FLAGS: Final[tuple[tuple[str, str | None, Callable[[str], object], object, str]
         "body limit",
     ),
     ("--device", ENV_DEVICE, _device, "auto", "auto (cuda when available), cpu or cuda"),
+    (
+        "--auth",
+        contract.ENV_AUTH,
+        _auth_mode,
+        contract.AUTH_NONE,
+        f"credential the model routes require (the key from {contract.ENV_API_KEY})",
+    ),
+    ("--auth-namespace", contract.ENV_AUTH_NAMESPACE, str, None, "the InferenceService's namespace"),
+    ("--auth-name", contract.ENV_AUTH_NAME, str, None, "the InferenceService's name (RBAC on it)"),
+    (
+        "--auth-audiences",
+        contract.ENV_AUTH_AUDIENCES,
+        _audiences,
+        (),
+        "comma-separated audiences a caller's token must be issued for (kubernetes)",
+    ),
+    ("--tls-cert-file", contract.ENV_TLS_CERT_FILE, Path, None, "serve HTTPS with this certificate (PEM)"),
+    ("--tls-key-file", contract.ENV_TLS_KEY_FILE, Path, None, "the certificate's private key (PEM)"),
 )
 
 
@@ -142,4 +178,23 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSet
             values[attribute] = read(raw)
         except ValueError as error:
             raise ConfigError(f"{source}={raw!r}: {error}") from error
-    return ServerSettings(**values)  # type: ignore[arg-type]
+    settings = ServerSettings(**values)  # type: ignore[arg-type]
+    return _with_credentials(settings, environ)
+
+
+def _with_credentials(settings: ServerSettings, environ: Mapping[str, str]) -> ServerSettings:
+    """The API key from the environment, and the refusal of a security setting that is half there."""
+    if settings.auth == contract.AUTH_API_KEY:
+        key = environ.get(contract.ENV_API_KEY, "").strip()
+        if not key:
+            raise ConfigError(f"--auth={contract.AUTH_API_KEY} needs the key in {contract.ENV_API_KEY}")
+        settings = replace(settings, api_key=key)
+    if settings.auth == contract.AUTH_KUBERNETES and not (settings.auth_namespace and settings.auth_name):
+        raise ConfigError(
+            f"--auth={contract.AUTH_KUBERNETES} needs --auth-namespace and --auth-name "
+            f"({contract.ENV_AUTH_NAMESPACE}, {contract.ENV_AUTH_NAME}): the InferenceService callers "
+            "need RBAC on"
+        )
+    if (settings.tls_cert_file is None) != (settings.tls_key_file is None):
+        raise ConfigError("--tls-cert-file and --tls-key-file go together")
+    return settings
