@@ -100,11 +100,13 @@ def installed(testbed: Any, namespace: str, values: dict[str, Any], *, wait: boo
 
 
 def _server_side_dry_run(testbed: Any, text: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """Admission only: --force-conflicts, so fields another test applied (the heartbeat policy, on a
+    reused bed) are not an ownership conflict."""
     manifest = folder / "rendered.yaml"
     manifest.write_text(text)
     return subprocess.run(
         ["kubectl", "--kubeconfig", str(testbed.kubeconfig), "apply", "--server-side", "--dry-run=server",
-         "--field-manager=aidc-chart-tests", "-f", str(manifest)],
+         "--field-manager=aidc-chart-tests", "--force-conflicts", "-f", str(manifest)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

@@ -46,7 +46,7 @@ def pod_lists() -> float:
 
 def _indexes(pods: PodIndex) -> TrainingIndexes:
     """A pod watch that delivers what the test says, no Service, no claim: the watch lags."""
-    return TrainingIndexes(pods=pods, services={}, claims={})
+    return TrainingIndexes(pods=pods, services={}, claims={}, policies={})
 
 
 def test_ranks_a_lagging_watch_has_not_delivered_are_not_lost_until_the_server_says_so(
