@@ -173,3 +173,23 @@ def test_a_service_of_that_name_the_operator_did_not_make_is_refused_and_left_al
     assert "Service taken" in message and "does not own" in message
     service = core.read_namespaced_service("taken", namespace)
     assert service.spec.selector == {"app": "theirs"} and not service.metadata.owner_references
+
+
+def test_a_server_whose_deployment_the_api_server_refuses_fails_with_invalid_spec(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str, run_operator: Any, wait_for: Callable[..., Any]
+) -> None:
+    """A podTemplate override the schema cannot check makes the Deployment a 422: no retry can help."""
+    create_models_claim(client.CoreV1Api(kube), namespace)
+    spec = {"model": {"storageUri": "pvc://models/m"}, "podTemplate": {"spec": {"dnsPolicy": "Bogus"}}}
+    with run_operator(namespace):
+        create(kube, namespace, ISVC, inference_service_body("bogus", spec))
+        status = wait_for(
+            lambda: get(kube, namespace, ISVC, "bogus"),
+            until=lambda s: (condition(s, "Ready") or {}).get("reason") == "InvalidSpec",
+            timeout=60,
+            message="Ready=False InvalidSpec: the Deployment is refused for what it is",
+        )
+    assert (status["status"]["phase"], status["status"]["reason"]) == ("Failed", "InvalidSpec")
+    message = condition(status, "Ready")["message"]  # type: ignore[index]
+    assert "was refused (422)" in message and "dnsPolicy" in message, message
+    assert not client.AppsV1Api(kube).list_namespaced_deployment(namespace).items

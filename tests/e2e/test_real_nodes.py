@@ -296,3 +296,89 @@ def test_helm_test_passes(testbed: Any, release: Release) -> None:
     tested = helm(testbed.config, testbed.kubeconfig, "test", release.name, "--namespace", release.namespace,
                   "--timeout", "120s")  # fmt: skip
     assert "Succeeded" in tested.stdout, tested.stdout
+
+
+ASK_WITH_TOKENS = """
+import json, ssl, urllib.error, urllib.request
+from aidc_trainer.config import parse_config
+from aidc_trainer.datasets import load_images
+config = parse_config(json.dumps({"task": "classifier", "dataset": {"source": "digits"}, "seed": 0}))
+images = load_images(config, None).validation.tensors[0][:4]
+body = json.dumps({"inputs": [{"name": "input", "shape": list(images.shape), "datatype": "FP32",
+                               "data": images.flatten().tolist()}]}).encode()
+context = ssl.create_default_context(cadata=CA)  # the server's own certificate, nothing else trusted
+def ask(token):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    request = urllib.request.Request(URL + "/v2/models/digits/infer", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return [response.status, json.load(response)]
+    except urllib.error.HTTPError as error:
+        return [error.code, error.read().decode()]
+print(json.dumps({"allowed": ask(ALLOWED), "denied": ask(DENIED), "none": ask(None)}))
+"""
+
+
+def _serving_certificate(folder: Path, host: str) -> tuple[str, str]:
+    """A self-signed certificate for the Service's DNS names, as cert-manager would issue one."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={host}",
+         "-addext", f"subjectAltName=DNS:{host},DNS:{host}.cluster.local",
+         "-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return (folder / "tls.crt").read_text(), (folder / "tls.key").read_text()
+
+
+def _token(kube: client.ApiClient, namespace: str, account: str, audience: str) -> str:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+    request = {"spec": {"audiences": [audience], "expirationSeconds": 600}}
+    return str(core.create_namespaced_service_account_token(account, namespace, request).status.token)
+
+
+def test_an_authenticated_https_server_answers_only_whom_rbac_allows(
+    kube: client.ApiClient, testbed: Any, release: Release, wait_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    """spec.auth.kubernetes and spec.tls on the real node: the kubelet probes HTTPS, the server reviews
+    callers' tokens with its own (aidc-inference, through the kubernetes Service), and a client pod
+    with the inference-client role gets answers while a stranger gets 403 and no token 401."""
+    namespace, job = release.watched, unique("authed")
+    create(kube, namespace, TJ, training_job(job, max_steps=10, every_steps=10))
+    certificate, key = _serving_certificate(tmp_path, f"digits-tls.{namespace}.svc")
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "digits-tls"}, "type": "kubernetes.io/tls",
+                                              "stringData": {"tls.crt": certificate, "tls.key": key}})  # fmt: skip
+    isvc = {
+        "apiVersion": "aidc.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "digits-tls"},
+        "spec": {"model": {"fromTrainingJob": {"name": job}, "name": "digits"}, "placement": placement(),
+                 "resources": {"cpu": "250m", "memory": "1Gi"}, "tls": {"secretName": "digits-tls"},
+                 "auth": {"kubernetes": {"audiences": ["digits"]}}},
+    }  # fmt: skip
+    create(kube, namespace, ISVC, isvc)
+    allowed, denied = _token(kube, namespace, "caller", "digits"), _token(kube, namespace, "stranger", "digits")
+    client.RbacAuthorizationV1Api(kube).create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "caller-infers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": f"{release.deployment}-inference-client"},
+        "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": namespace}],
+    })  # fmt: skip
+    assert condition_is(finished(kube, namespace, job, wait_for), "Succeeded")
+    ready = wait_for(lambda: get(kube, namespace, ISVC, "digits-tls"), until=lambda s: condition_is(s, "Ready"),
+                     timeout=180)  # fmt: skip
+    url = ready["status"]["url"]
+    assert url.startswith("https://digits-tls."), url
+    from aidc_testbed.release import image_refs
+
+    script = (ASK_WITH_TOKENS.replace("URL", repr(url)).replace("CA", repr(certificate))
+              .replace("ALLOWED", repr(allowed)).replace("DENIED", repr(denied)))  # fmt: skip
+    printed = run_client_pod(kube, namespace, image_refs(testbed.config)["aidc-trainer"], script, wait_for)
+    answers = json.loads(printed.strip().splitlines()[-1])
+    status, body = answers["allowed"]
+    assert status == 200 and len(body["outputs"][0]["data"]) > 0, answers["allowed"]
+    assert answers["denied"][0] == 403 and "outputs" not in answers["denied"][1], answers["denied"]
+    assert answers["none"][0] == 401 and "outputs" not in answers["none"][1], answers["none"]

@@ -11,7 +11,7 @@ from aidc.api import InferenceService
 from aidc.api.trainingjob import ModelStatus
 from aidc.compute.serving import serving_deployment, startup_failure_threshold
 from aidc.contract import ANNOTATION_SPEC_HASH
-from aidc.management.plan import Plan
+from aidc.management.plan import Plan, Refusal
 from aidc.management.serving_decision import DeploymentView, ServingObservation, decide, invalid, refused
 from aidc.network.policies import serving_policy
 from aidc.settings import OperatorSettings
@@ -143,13 +143,26 @@ def test_startup_probe_grows_with_the_model() -> None:
     assert startup_failure_threshold(large) > 100
 
 
-def test_a_refused_object_fails_the_service_with_the_reason() -> None:
+@pytest.mark.parametrize(
+    ("kind", "code", "reason", "retried_in"),
+    [
+        ("Deployment", 403, "CreationFailed", 30),  # a quota or a policy may pass later
+        ("Service", 409, "CreationFailed", 30),  # a name another owner holds
+        ("Deployment", 422, "InvalidSpec", None),  # what it is: only a spec change helps
+        ("Deployment", 400, "InvalidSpec", None),
+        ("HorizontalPodAutoscaler", 422, "CreationFailed", 30),
+    ],
+)
+def test_a_refused_object_fails_the_service_with_the_reason(
+    kind: str, code: int, reason: str, retried_in: float | None
+) -> None:
     plan = run(isvc(), training_job_exists=True, training_job_model=EXPORTED, service_exists=False)
-    answer = refused({}, {"generation": 1}, plan, "creating Deployment digits was refused (403): denied", NOW)
-    assert answer.status is not None and answer.status["phase"] == "Failed"
-    assert conditions(answer)["Ready"] == ("False", "CreationFailed")
-    assert [(e.type, e.reason) for e in answer.events][-1] == ("Warning", "CreationFailed")
-    assert answer.requeue_after == 30
+    answer = refused({}, {"generation": 1}, plan, Refusal(kind, "digits", code, "denied"), NOW)
+    assert answer.status is not None and (answer.status["phase"], answer.status["reason"]) == ("Failed", reason)
+    assert conditions(answer)["Ready"] == ("False", reason)
+    assert f"creating {kind} digits was refused ({code}): denied" in answer.status["conditions"][-1]["message"]
+    assert [(e.type, e.reason) for e in answer.events][-1] == ("Warning", reason)
+    assert answer.requeue_after == retried_in
 
 
 def test_an_unusable_spec_fails_the_service() -> None:

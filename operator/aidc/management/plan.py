@@ -33,11 +33,11 @@ class Refusal:
     def blames_the_spec(self) -> bool:
         """Whether the object as rendered from the spec is what was refused, so no retry can help.
 
-        400 (Bad Request) and 422 (Invalid) on a rank pod or the claim, both rendered from the
-        spec (podTemplate overrides the schema cannot check, a StorageClass name, ...). A quota
+        400 (Bad Request) and 422 (Invalid) on a rank pod, the claim or a serving Deployment, all
+        rendered from the spec (podTemplate overrides the schema cannot check, a StorageClass name, ...). A quota
         or a policy (403), or the server's trouble (5xx), may pass later: those are retried.
         """
-        return self.kind in ("Pod", "PersistentVolumeClaim") and self.status in (400, 422)
+        return self.kind in ("Pod", "PersistentVolumeClaim", "Deployment") and self.status in (400, 422)
 
 
 @dataclass(frozen=True)

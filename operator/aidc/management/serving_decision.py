@@ -18,7 +18,7 @@ from aidc.api.inferenceservice import InferenceService, InferenceServiceStatus, 
 from aidc.api.trainingjob import ModelStatus
 from aidc.compute.serving import autoscaler, serving_deployment
 from aidc.management.conditions import set_condition
-from aidc.management.plan import Event, Plan
+from aidc.management.plan import Event, Plan, Refusal
 from aidc.management.status_draft import StatusDraft, generation_of
 from aidc.network.policies import serving_policy
 from aidc.network.serving import inference_url, serving_service
@@ -221,23 +221,27 @@ def _rolled_out(deployment: DeploymentView, model: ServedModel) -> bool:
     )
 
 
-def refused(status: dict[str, Any], metadata: dict[str, Any], plan: Plan, message: str, now: datetime) -> Plan:
+def refused(status: dict[str, Any], metadata: dict[str, Any], plan: Plan, refusal: Refusal, now: datetime) -> Plan:
     """``plan`` once the API server refused one of its objects: the refusal is why it is not Ready.
 
+    A serving Deployment refused for what it is (400 or 422: a ``podTemplate`` override the schema
+    cannot check) can never be created: InvalidSpec, tried again only at the resync. Any other
+    refusal (quota, admission policy, a name taken) is CreationFailed and tried again soon.
     ``status`` is the InferenceService's status as the server has it.
     """
     drafted = InferenceServiceStatus.model_validate(plan.status or status)
+    reason = "InvalidSpec" if refusal.blames_the_spec else "CreationFailed"
+    message = f"invalid spec: {refusal}" if refusal.blames_the_spec else str(refusal)
     conditions = set_condition(
-        list(drafted.conditions), "Ready", "False", "CreationFailed", message, generation_of(metadata), now
+        list(drafted.conditions), "Ready", "False", reason, message, generation_of(metadata), now
     )
     answer = replace(
         plan,
-        status=drafted.model_copy(
-            update={"conditions": conditions, "phase": "Failed", "reason": "CreationFailed"}
-        ).to_wire(),
-        events=[*plan.events, Event("Warning", "CreationFailed", message)],
+        status=drafted.model_copy(update={"conditions": conditions, "phase": "Failed", "reason": reason}).to_wire(),
+        events=[*plan.events, Event("Warning", reason, message)],
     )
-    answer.requeue(REFUSED_RETRY_SECONDS)
+    if not refusal.blames_the_spec:
+        answer.requeue(REFUSED_RETRY_SECONDS)
     return answer
 
 

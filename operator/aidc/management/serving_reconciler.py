@@ -114,7 +114,9 @@ class ServingReconciler:
         plan = decide(self.observe(isvc))
         refusal = await self._ensure_identity(isvc) or await self._apply_objects(meta["namespace"], plan)
         if refusal is not None:
-            plan = refused(status, meta, plan, str(refusal), datetime.now(UTC))
+            if refusal.refusal.blames_the_spec:
+                self.metrics.invalid_specs.labels("InferenceService").inc()
+            plan = refused(status, meta, plan, refusal.refusal, datetime.now(UTC))
         memory.phase = (plan.status or status).get("phase")
         return await report(self.cluster, PLURAL, body, plan), plan.requeue_after
 
