@@ -40,7 +40,23 @@ STEP_STARTED=$SECONDS
 IMAGES=()
 
 say() { printf 'images: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+die() { say "error: $*"; say "$(free_space)"; exit 1; }
+
+# GiB free on the file system of .cache/images
+free_gib() { df --output=avail -B1G "$ROOT" | tail -n 1 | tr -d ' '; }
+free_space() { printf '%s GiB free on the file system of %s' "$(free_gib)" "$ROOT"; }
+
+# Buildah's storage is a cache of layers for the next build (a trainer code change reuses the torch
+# layer); the archives are the product. Where the disk is short (a fresh CI machine), it goes once the
+# archives are written, which frees the size of the images again before the nodes import them.
+readonly KEEP_BUILDAH_CACHE_GIB=${AIDC_KEEP_BUILDAH_CACHE_GIB:-40}
+prune_build_cache() {
+    ((BUILT > 0)) && (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)) || return 0
+    say "$(free_space), under $KEEP_BUILDAH_CACHE_GIB: removing buildah's layer cache in $BUILDAH_DIR"
+    "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+    "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+    say "$(free_space)"
+}
 
 # the host's Debian mirror (deb822 sources first), or deb.debian.org
 host_mirror() {
@@ -338,10 +354,12 @@ main() {
     mkdir -p "$OUT" "$LOGS" "$BUILDAH_DIR"
     exec 9>"$OUT/.lock"
     flock -n 9 || { say "waiting for another build-images.sh"; flock 9; }
+    say "$(free_space)"
     for step in build_base build_operator build_trainer build_pause build_coredns; do
         "$step"
     done
     write_index
+    prune_build_cache
     if ((BUILT == 0)); then
         say "nothing to do: all $((${#IMAGES[@]} / 2)) images up to date in $OUT"
     else

@@ -262,7 +262,28 @@ def _kill_leftovers(tools_dir: Path, node_root: Path) -> None:
             for line in procs.read_text().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(line), signal.SIGKILL)
-    time.sleep(0.2)
+    _wait_until_reaped(f"/aidc-{node_root.name}")
+
+
+def _wait_until_reaped(cgroup: str, seconds: float = 30.0) -> None:
+    """Wait until no process of ``cgroup`` is left, zombies included. A container whose shim was
+    killed is an orphan of PID 1, which may reap it only seconds after its SIGKILL (this machine's
+    init takes 1 to 2 s), and a zombie still shows its cgroup in /proc."""
+    deadline = time.monotonic() + seconds
+    while _pids_in(cgroup) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _pids_in(cgroup: str) -> list[int]:
+    found = []
+    for pid in _pids():
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            if any(f"{line.split(':', 2)[-1]}/".startswith(f"{cgroup}/") for line in lines):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _pids() -> list[int]:
