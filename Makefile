@@ -8,7 +8,7 @@ PY          := $(BIN)/python
 TESTBED_DIR ?= .cache/testbed
 export PYTHONPATH := $(CURDIR)/hack/testbed
 
-.PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer \
+.PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer bench-rl bench-fsdp \
         bench-server bench-operator kind-e2e testbed-up testbed-down clean images host-packages
 
 help:  ## list the targets
@@ -16,8 +16,8 @@ help:  ## list the targets
 
 $(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' -e './trainer-image[images]'
+	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[test]' -e './trainer-image[images]'
 	touch $@
 
 venv: $(VENV)/.installed  ## the Python environment: operator, trainer (torch) and test tools
@@ -65,10 +65,16 @@ demo: venv tools images  ## the main job: a cluster with a real node, the operat
 demo-down:  ## stop what the demo left running and restore the machine
 	$(PY) hack/demo.py --dir $(TESTBED_DIR) --down
 
-bench: bench-trainer bench-server bench-operator  ## every benchmark that exists so far, each printing a table
+bench: bench-trainer bench-rl bench-fsdp bench-server bench-operator  ## every benchmark that exists so far, each printing a table
 
 bench-trainer: venv  ## trainer samples/s vs a hand-written DDP loop; checkpoint save/load seconds
 	$(PY) benchmarks/trainer/bench_trainer.py
+
+bench-rl: venv  ## PPO: the trainer on 1 and 2 ranks (CleanRL defaults, the CartPole and Pendulum examples) vs a one-file loop
+	$(PY) benchmarks/trainer/bench_rl.py --pendulum
+
+bench-fsdp: venv  ## FSDP vs DDP: model state bytes per rank and tokens/s at 1, 2, 4 ranks; a 1 B model on a GPU when there is one
+	$(PY) benchmarks/trainer/bench_fsdp.py
 
 bench-server: venv  ## model server req/s and p50/p99, batched vs unbatched, at 1/16/64 clients
 	$(PY) benchmarks/server/bench_server.py

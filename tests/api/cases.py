@@ -30,6 +30,20 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 _DELETE = object()
+FSDP: dict[str, Any] = {"parallelism": {"strategy": "FSDP"}}
+FINE_TUNING: dict[str, Any] = _with(
+    _with(
+        TRAINING_JOB,
+        "spec.trainer",
+        {
+            "task": "language-model",
+            "dataset": {"source": "jsonl", "path": "pairs.jsonl"},
+            "languageModel": {"contextLength": 512, "pretrained": {"path": "models/qwen", "lora": {"rank": 16}}},
+        },
+    ),
+    "spec.storage.data",
+    {"claimName": "corpora"},
+)
 
 PLACEMENT = "spec.schedulingPolicy.placement"
 AFFINITY: dict[str, Any] = {
@@ -61,6 +75,17 @@ AFFINITY: dict[str, Any] = {
         ]
     },
 }
+RL_TRAINER: dict[str, Any] = {
+    "task": "reinforcement-learning",
+    "reinforcementLearning": {"environment": {"gymnasiumId": "CartPole-v1"}},
+}
+
+
+def _rl(**block: Any) -> dict[str, Any]:
+    """A TrainingJob of the reinforcement-learning task whose block has ``block`` (camelCase keys)."""
+    return _with(TRAINING_JOB, "spec.trainer", {**RL_TRAINER, "reinforcementLearning": block})
+
+
 SECRET_ENV = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}}}
 
 
@@ -78,6 +103,53 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("classifier-defaults", TRAINING_JOB),
     ("language-model-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "language-model"})),
     ("gan-without-dataset", _with(TRAINING_JOB, "spec.trainer", {"task": "gan"})),
+    ("language-model-fsdp", _with(TRAINING_JOB, "spec.trainer", {"task": "language-model", **FSDP})),
+    (
+        "language-model-fsdp-bf16-activation-checkpointing",
+        _with(
+            TRAINING_JOB,
+            "spec.trainer",
+            {
+                "task": "language-model",
+                "precision": "bf16",
+                "parallelism": {"strategy": "FSDP", "activationCheckpointing": True},
+            },
+        ),
+    ),
+    ("language-model-pretrained-lora-jsonl", FINE_TUNING),
+    (
+        "language-model-pretrained-absolute-without-data-claim",
+        _with(
+            TRAINING_JOB,
+            "spec.trainer",
+            {"task": "language-model", "languageModel": {"pretrained": {"path": "/models/tiny"}}},
+        ),
+    ),
+    ("classifier-ddp", _with(TRAINING_JOB, "spec.trainer", {"task": "classifier", "parallelism": {"strategy": "DDP"}})),
+    ("rl-gymnasium-defaults", _with(TRAINING_JOB, "spec.trainer", RL_TRAINER)),
+    ("rl-namespaced-gymnasium-id", _rl(environment={"gymnasiumId": "ALE/Pong-v5"})),
+    ("rl-entry-point", _rl(environment={"entryPoint": "my_envs.grid:GridWorld"})),
+    (
+        "rl-every-field",
+        _rl(
+            environment={"gymnasiumId": "Pendulum-v1"},
+            totalSteps=300000,
+            envsPerRank=256,
+            rolloutSteps=8192,
+            evaluationEpisodes=0,
+            ppo={
+                "clip": 1,
+                "gaeLambda": 0,
+                "gamma": 1,
+                "epochs": 100,
+                "minibatches": 1024,
+                "entropyCoef": 0,
+                "valueCoef": 0,
+                "maxGradNorm": 0.1,
+                "clipValueLoss": False,
+            },
+        ),
+    ),
     ("inference-service", INFERENCE_SERVICE),
     (
         "quantities",
@@ -188,6 +260,85 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
             {"task": "language-model", "dataset": {"source": "synthetic"}, "languageModel": {"heads": 3}},
         ),
         ["multiple of languageModel.heads"],
+    ),
+    (
+        "jsonl-without-pretrained",
+        _with(FINE_TUNING, "spec.trainer.languageModel", {}),
+        ["a jsonl dataset (prompt/response pairs) needs trainer.languageModel.pretrained"],
+    ),
+    (
+        "pretrained-without-data-claim",
+        _with(FINE_TUNING, "spec.storage.data", _DELETE),
+        ["pretrained.path is on the data claim"],
+    ),
+    ("lora-rank-zero", _with(FINE_TUNING, "spec.trainer.languageModel.pretrained.lora.rank", 0), ["rank"]),
+    ("pretrained-without-path", _with(FINE_TUNING, "spec.trainer.languageModel.pretrained", {}), ["path"]),
+    (
+        "jsonl-on-classifier",
+        _with(TRAINING_JOB, "spec.trainer", {"task": "classifier", "dataset": {"source": "jsonl", "path": "a.jsonl"}}),
+        ["needs trainer.languageModel.pretrained"],
+    ),
+    (
+        "fsdp-on-classifier",
+        _with(TRAINING_JOB, "spec.trainer", {"task": "classifier", **FSDP}),
+        ["parallelism.strategy FSDP is for the language-model task"],
+    ),
+    (
+        "fsdp-in-fp16",
+        _with(TRAINING_JOB, "spec.trainer", {"task": "language-model", "precision": "fp16", **FSDP}),
+        ["FSDP trains in bf16 or fp32"],
+    ),
+    (
+        "unknown-strategy",
+        _with(TRAINING_JOB, "spec.trainer", {"task": "language-model", "parallelism": {"strategy": "TP"}}),
+        ["strategy"],
+    ),
+    (
+        "rl-without-block",
+        _with(TRAINING_JOB, "spec.trainer", {"task": "reinforcement-learning"}),
+        ["reinforcementLearning is required for the reinforcement-learning task"],
+    ),
+    (
+        "rl-block-on-classifier",
+        _with(TRAINING_JOB, "spec.trainer", {**RL_TRAINER, "task": "classifier"}),
+        ["reinforcementLearning is only for the reinforcement-learning task"],
+    ),
+    (
+        "rl-with-dataset",
+        _with(TRAINING_JOB, "spec.trainer", {**RL_TRAINER, "dataset": {"source": "digits"}}),
+        ["dataset is not read by the reinforcement-learning task"],
+    ),
+    ("rl-without-environment", _rl(totalSteps=10), ["environment"]),
+    ("rl-environment-empty", _rl(environment={}), ["exactly one of gymnasiumId or entryPoint"]),
+    (
+        "rl-environment-both",
+        _rl(environment={"gymnasiumId": "CartPole-v1", "entryPoint": "envs:Grid"}),
+        ["exactly one of gymnasiumId or entryPoint"],
+    ),
+    ("rl-gymnasium-id-without-version", _rl(environment={"gymnasiumId": "CartPole"}), ["gymnasiumId"]),
+    ("rl-entry-point-without-class", _rl(environment={"entryPoint": "my_envs.grid"}), ["entryPoint"]),
+    ("rl-entry-point-path", _rl(environment={"entryPoint": "/app/envs.py:Grid"}), ["entryPoint"]),
+    ("rl-zero-total-steps", _rl(**RL_TRAINER["reinforcementLearning"], totalSteps=0), ["totalSteps"]),
+    ("rl-too-many-envs", _rl(**RL_TRAINER["reinforcementLearning"], envsPerRank=257), ["envsPerRank"]),
+    ("rl-zero-rollout", _rl(**RL_TRAINER["reinforcementLearning"], rolloutSteps=0), ["rolloutSteps"]),
+    (
+        "rl-negative-evaluation",
+        _rl(**RL_TRAINER["reinforcementLearning"], evaluationEpisodes=-1),
+        ["evaluationEpisodes"],
+    ),
+    ("rl-zero-clip", _rl(**RL_TRAINER["reinforcementLearning"], ppo={"clip": 0}), ["clip"]),
+    ("rl-gamma-above-one", _rl(**RL_TRAINER["reinforcementLearning"], ppo={"gamma": 1.5}), ["gamma"]),
+    ("rl-negative-entropy", _rl(**RL_TRAINER["reinforcementLearning"], ppo={"entropyCoef": -0.1}), ["entropyCoef"]),
+    ("rl-zero-grad-norm", _rl(**RL_TRAINER["reinforcementLearning"], ppo={"maxGradNorm": 0}), ["maxGradNorm"]),
+    (
+        "rl-value-clip-not-bool",
+        _rl(**RL_TRAINER["reinforcementLearning"], ppo={"clipValueLoss": "yes"}),
+        ["clipValueLoss"],
+    ),
+    (
+        "rl-minibatches-not-dividing",
+        _rl(**RL_TRAINER["reinforcementLearning"], envsPerRank=3, rolloutSteps=5, ppo={"minibatches": 4}),
+        ["ppo.minibatches must divide envsPerRank * rolloutSteps"],
     ),
     ("bad-precision", _with(TRAINING_JOB, "spec.trainer.precision", "int4"), ["precision"]),
     ("negative-backoff", _with(TRAINING_JOB, "spec.failurePolicy", {"backoffLimit": -1}), ["backoffLimit"]),

@@ -186,7 +186,42 @@ OPERATOR_TRAINER_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("spec", OPERATOR_TRAINER_CONFIGS)
+RL_TRAINER_CONFIGS = [
+    pytest.param(
+        {"task": "reinforcement-learning", "reinforcementLearning": {"environment": {"gymnasiumId": "CartPole-v1"}}},
+        id="rl-defaults",
+    ),
+    pytest.param(
+        {
+            "task": "reinforcement-learning",
+            "learningRate": 0.001,
+            "reinforcementLearning": {
+                "environment": {"entryPoint": "envs.grid:Grid"},
+                "totalSteps": 1,
+                "envsPerRank": 1,
+                "rolloutSteps": 1,
+                "evaluationEpisodes": 0,
+                "ppo": {"minibatches": 1, "gamma": 1, "gaeLambda": 0, "clip": 1, "entropyCoef": 0, "valueCoef": 0},
+            },
+        },
+        id="rl-smallest-entry-point",
+    ),
+]
+
+
+def test_the_operator_and_the_trainer_know_the_same_tasks() -> None:
+    """A task the API server admits but the trainer does not know fails every pod with exit 78."""
+    pytest.importorskip("pydantic")
+    from typing import get_args
+
+    from aidc.api.trainingjob import Task
+    from aidc_trainer.config import TASKS
+
+    assert set(get_args(Task)) == set(TASKS)
+    assert "reinforcement-learning" in TASKS
+
+
+@pytest.mark.parametrize("spec", OPERATOR_TRAINER_CONFIGS + RL_TRAINER_CONFIGS)
 def test_every_trainer_config_the_operator_sends_parses_in_the_trainer(spec: dict[str, object]) -> None:
     """What the operator puts into AIDC_TRAINER_CONFIG (its defaults filled in, nulls dropped),
     the trainer must accept: otherwise a job the API server admitted fails with exit 78."""

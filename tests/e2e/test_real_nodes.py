@@ -188,7 +188,7 @@ def test_a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint(
     victim = client.CoreV1Api(kube).read_namespaced_pod(f"{job}-1", namespace)
     os.kill(container_pid(testbed, victim, "trainer"), signal.SIGKILL)  # the process dies under its pod
     done = finished(kube, namespace, job, wait_for)
-    assert condition_is(done, "Succeeded"), done["status"]["conditions"]
+    assert condition_is(done, "Succeeded"), json.dumps(done["status"]["conditions"])  # whole: it names the exit code
     assert done["status"]["restarts"] == 1 and done["status"]["progress"]["step"] == 150
     events = client.CoreV1Api(kube).list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}").items
     assert any(f"rank 1 (pod {job}-1) exited with code 137" in (e.message or "") for e in events)

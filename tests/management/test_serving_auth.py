@@ -79,7 +79,9 @@ def test_without_auth_and_tls_the_pod_template_is_what_it_was() -> None:
     """An operator upgrade must not roll every serving Deployment: nothing new appears when both are off."""
     container = _pod({})["containers"][0]
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert [m["name"] for m in container["volumeMounts"]] == ["model"]
+    # the model, and /tmp (an emptyDir: the root file system is read-only, and torch's compiler, which
+    # transformers imports, needs a temporary directory)
+    assert [m["name"] for m in container["volumeMounts"]] == ["model", "tmp"]
     assert not any(e["name"].startswith(("AIDC_AUTH", "AIDC_API_KEY", "AIDC_TLS")) for e in container["env"])
 
 
@@ -102,3 +104,13 @@ def test_the_reviewing_identity_binds_one_service_account_to_the_reviewer_role_o
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "aidc-operator-inference-reviewer",
     }  # fmt: skip
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aidc-inference", "namespace": "ml"}]
+
+
+def test_the_server_has_a_writable_tmp_on_a_read_only_root() -> None:
+    """A transformers export imports torch's compiler, which needs a temporary directory: without one the
+    server could not load a fine-tuned model (seen on the real node)."""
+    pod = _pod({})
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]

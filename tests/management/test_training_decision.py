@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -175,6 +176,34 @@ def test_all_ranks_exit_zero_succeeds_and_cleans_running_pods_only() -> None:
     assert plan.delete == []  # cleanPodPolicy Running keeps finished pods for their logs
 
 
+COMPLETED = json.dumps({"exitCode": 0, "reason": "Completed", "message": "training completed", "step": 150})
+
+
+def test_a_rank_that_crashed_after_writing_its_completed_summary_counts_as_done() -> None:
+    """gloo aborts a rank whose peer closed a connection on the way out (134): the run was complete."""
+    pods = [pod(0, "Succeeded", exit_code=0, message=COMPLETED), pod(1, "Failed", exit_code=134, message=COMPLETED)]
+    plan = run(job(status=RUNNING), pods)
+    assert status_of(plan)["phase"] == "Succeeded"
+    message = next(c["message"] for c in status_of(plan)["conditions"] if c["type"] == "Succeeded")
+    assert message == "all 2 ranks completed the run (rank 1 exited with code 134 after writing its summary)"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        json.dumps({"exitCode": 1, "reason": "Crashed", "message": "RuntimeError: boom"}),
+        json.dumps({"exitCode": 143, "reason": "Preempted", "message": "stopped on SIGTERM after a checkpoint"}),
+        '{"exitCode": 0, "reason": "Completed"',  # cut off: not a summary
+        "Completed",
+        None,
+    ],
+)
+def test_a_failed_rank_without_a_completed_summary_is_a_failure(message: str | None) -> None:
+    pods = [pod(0, "Succeeded", exit_code=0, message=COMPLETED), pod(1, "Failed", exit_code=134, message=message)]
+    plan = run(job({"failurePolicy": {"restartPolicy": "Never"}}, RUNNING), pods)
+    assert status_of(plan)["phase"] == "Failed"
+
+
 @pytest.mark.parametrize(
     ("reason", "said"),
     [
@@ -314,6 +343,60 @@ def test_heartbeat_lands_in_progress_checkpoint_and_model() -> None:
     assert status["progress"]["percent"] == 25 and status["progress"]["metrics"] == {"accuracy": 0.9}
     assert status["checkpoint"]["path"] == "mnist/ckpt-000000050.pt"
     assert status["model"] == {"claimName": "mnist-checkpoints", "path": "mnist/export/final", "step": 50}
+
+
+RL_SPEC: dict[str, Any] = {
+    "trainer": {
+        "task": "reinforcement-learning",
+        "reinforcementLearning": {"environment": {"gymnasiumId": "CartPole-v1"}},
+    }
+}
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("beat", "progress"),
+    [
+        pytest.param(
+            {
+                "step": 25600,
+                "totalSteps": 100000,
+                "loss": 0.12,
+                "metrics": {"episodicReturn": 88.5, "policyLoss": -0.01, "valueLoss": 0.3, "entropy": 0.6},
+            },
+            {"step": 25600, "totalSteps": 100000, "percent": 25, "loss": 0.12,
+             "metrics": {"episodicReturn": 88.5, "policyLoss": -0.01, "valueLoss": 0.3, "entropy": 0.6}},
+            id="rl-env-steps-ppo-loss-and-return",
+        ),
+        pytest.param(
+            {"step": 100352, "totalSteps": 100000, "loss": 0.01,
+             "metrics": {"episodicReturn": 490, "evaluationReturn": 500}},
+            {"step": 100352, "totalSteps": 100000, "percent": 100, "loss": 0.01,
+             "metrics": {"episodicReturn": 490.0, "evaluationReturn": 500.0}},
+            id="rl-final-evaluation-return-like-validation-accuracy",
+        ),
+        pytest.param(
+            {"step": 512, "totalSteps": 100000, "loss": 0.5, "metrics": {"episodicReturn": NAN, "entropy": 0.69}},
+            {"step": 512, "totalSteps": 100000, "percent": 0, "loss": 0.5, "metrics": {"entropy": 0.69}},
+            id="rl-no-episode-ended-yet-nan-left-out",
+        ),
+        pytest.param(
+            {"step": 9, "loss": NAN, "samplesPerSecond": INF, "etaSeconds": NAN,
+             "metrics": {"a": -INF, "b": True, "c": "x", "d": -250}},
+            {"step": 9, "metrics": {"d": -250.0}},
+            id="non-finite-and-non-numbers-left-out",
+        ),
+        pytest.param({"step": 3, "metrics": [1, 2]}, {"step": 3, "metrics": {}}, id="metrics-not-an-object"),
+    ],
+)  # fmt: skip
+def test_heartbeat_numbers_reach_status_only_when_json_can_hold_them(
+    beat: dict[str, Any], progress: dict[str, Any]
+) -> None:
+    """NaN or infinity in the status patch would make the API server refuse the whole write."""
+    plan = run(job(RL_SPEC, RUNNING), [pod(0, progress={**beat, "time": ago(1)}), pod(1)])
+    written = status_of(plan)["progress"]
+    assert {k: v for k, v in written.items() if k != "lastHeartbeatTime"} == progress
+    json.dumps(written, allow_nan=False)  # what the client sends must be strict JSON
 
 
 def test_suspend_deletes_the_gang_and_resume_starts_a_new_attempt() -> None:

@@ -42,6 +42,7 @@ def test_camel_case_round_trip() -> None:
         "gradientAccumulationSteps": 4,
         "gradientClipNorm": 1.0,
         "languageModel": {"contextLength": 64, "layers": 3, "heads": 2, "embedding": 64},
+        "parallelism": {"strategy": "FSDP", "activationCheckpointing": True},
     }
     config = parse_config(raw)
     assert config.to_json() == raw
@@ -69,6 +70,16 @@ def test_camel_case_round_trip() -> None:
         ({"task": "language-model", "dataset": {"source": "digits"}}, "cannot read dataset source digits"),
         ({"task": "classifier", "dataset": {"source": "npz"}}, "dataset.path is required"),
         ({"task": "language-model", "languageModel": {"embedding": 30, "heads": 4}}, "multiple of heads"),
+        (
+            {"task": "language-model", "parallelism": {"strategy": "TP"}},
+            "parallelism.strategy must be one of DDP, FSDP",
+        ),
+        ({"task": "gan", "parallelism": {"strategy": "FSDP"}}, "FSDP is for task language-model, not gan"),
+        (
+            {"task": "language-model", "precision": "fp16", "parallelism": {"strategy": "FSDP"}},
+            "FSDP trains in bf16 or fp32, not precision fp16",
+        ),
+        ({"task": "language-model", "parallelism": {"activationCheckpointing": 1}}, "activationCheckpointing"),
     ],
 )
 def test_invalid_configs_are_rejected_with_the_key_named(raw: Any, message: str) -> None:

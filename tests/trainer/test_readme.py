@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from aidc.api.trainingjob import TrainerConfig as OperatorTrainerConfig
-from aidc_trainer.config import TrainerConfig, parse_config
+from aidc_trainer.config import ReinforcementLearningConfig, TrainerConfig, parse_config
 
 README = Path(__file__).resolve().parents[2] / "trainer-image" / "README.md"
 LITERAL = re.compile(r"`([^`]+)`")
@@ -32,9 +32,15 @@ def snake(key: str) -> str:
     return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), key)
 
 
+# every block filled in with its defaults, so the walk reaches every key
+FULL = TrainerConfig(task="reinforcement-learning", reinforcement_learning=ReinforcementLearningConfig())
+
+
 def trainer_default(key: str) -> Any:
     """The default of ``key`` (dotted, camelCase) in the trainer's dataclasses; None when unset."""
-    value: Any = TrainerConfig(task="classifier")
+    if key == "reinforcementLearning":
+        return TrainerConfig(task="classifier").reinforcement_learning
+    value: Any = FULL
     for part in key.split("."):
         value = getattr(value, snake(part))
     return value
@@ -48,6 +54,8 @@ def literal(cell: str) -> Any:
     if match is None:
         return ...
     text = match.group(1)
+    if text in ("true", "false"):
+        return text == "true"
     for kind in (int, float):
         try:
             return kind(text)
@@ -65,7 +73,7 @@ def test_the_table_lists_every_key_of_the_config() -> None:
             found |= keys(value, f"{prefix}{camel}.") if dataclasses.is_dataclass(value) else {prefix + camel}
         return found
 
-    assert set(config_table()) == keys(TrainerConfig(task="classifier"))
+    assert set(config_table()) == keys(FULL) | {"reinforcementLearning"}
 
 
 @pytest.mark.parametrize("key", [k for k, cell in config_table().items() if literal(cell) is not ...])
@@ -74,22 +82,41 @@ def test_each_literal_default_is_the_trainers(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", [k for k, cell in config_table().items() if literal(cell) is not ... and k != "dataset.samples"]
+    "key",
+    [
+        k
+        for k, cell in config_table().items()
+        if literal(cell) is not ... and k not in ("dataset.samples", "reinforcementLearning.environment.gymnasiumId")
+    ],
 )
 def test_each_literal_default_is_what_the_operator_sends(key: str) -> None:
     """The operator fills in its own defaults: they must be the ones the README promises."""
-    sent = OperatorTrainerConfig.model_validate({"task": "language-model", "languageModel": {}}).to_wire()
+    spec: dict[str, Any] = {"task": "language-model", "languageModel": {}, "parallelism": {}}
+    if key.startswith("reinforcementLearning."):
+        spec = {
+            "task": "reinforcement-learning",
+            "reinforcementLearning": {"environment": {"gymnasiumId": "Acrobot-v1"}},
+        }
+    sent = OperatorTrainerConfig.model_validate(spec).to_wire()
     value: Any = sent
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     assert value == literal(config_table()[key])
 
 
+def test_the_api_requires_the_environment_the_trainer_alone_defaults() -> None:
+    """The README's `CartPole-v1` is the trainer's default; a TrainingJob must name its environment."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="environment"):
+        OperatorTrainerConfig.model_validate({"task": "reinforcement-learning", "reinforcementLearning": {}})
+
+
 def _per_task(cell: str) -> dict[str, str]:
     """`1e-3` classifier, `2e-4` gan, ... -> {task: value}; `digits` for classifier and gan -> both."""
     found: dict[str, str] = {}
     for value, tasks in re.findall(r"`([^`]+)`([^`]*)", cell.removeprefix("per task:")):
-        for task in re.findall(r"classifier|gan|language-model", tasks):
+        for task in re.findall(r"classifier|gan|language-model|reinforcement-learning", tasks):
             found[task] = value
     return found
 
@@ -99,9 +126,11 @@ def test_the_per_task_learning_rates_are_the_tasks() -> None:
     from aidc_trainer.tasks.classifier import ClassifierTask
     from aidc_trainer.tasks.gan import GanTask
     from aidc_trainer.tasks.language_model import LanguageModelTask
+    from aidc_trainer.tasks.reinforcement_learning import ReinforcementLearningTask
 
     table = _per_task(config_table()["learningRate"])
-    code = {t.name: t.default_learning_rate for t in (ClassifierTask, GanTask, LanguageModelTask)}
+    tasks = (ClassifierTask, GanTask, LanguageModelTask, ReinforcementLearningTask)
+    code = {t.name: t.default_learning_rate for t in tasks}
     assert {task: float(value) for task, value in table.items()} == code
 
 

@@ -29,6 +29,7 @@ from aidc_trainer.preemption import PreemptionWatch
 from aidc_trainer.termination import write_termination_message
 
 if TYPE_CHECKING:
+    from aidc_trainer.distributed import Gang
     from aidc_trainer.training import RunResult
 
 _log = logging.getLogger("aidc_trainer.cli")
@@ -77,12 +78,18 @@ def main(argv: list[str] | None = None) -> int:
 
         from aidc_trainer.training import Trainer
 
+        trainer_class = Trainer
+        if config.task == "reinforcement-learning":
+            from aidc_trainer.rl.training import PolicyTrainer
+
+            trainer_class = PolicyTrainer
         gang = init_gang(topology)
         joined = True
-        result = Trainer(config, environment, gang, preemption).run()
+        result = trainer_class(config, environment, gang, preemption).run()
         # the outcome is recorded before the gang is torn down: a collective library that
         # crashes on the way out must not take the summary with it
         code = _report(result, termination_log if summarises else None)
+        _part_ways(gang)
     except TrainerError as error:
         _log.error(str(error), extra=fields(exitCode=error.exit_code, reason=error.reason))
         write_termination_message(termination_log, error.exit_code, error.reason, str(error))
@@ -95,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         if joined:
             leave_gang()
     return code
+
+
+def _part_ways(gang: Gang) -> None:
+    """The end of a finished run: the summary is written, a peer that is gone is only a warning."""
+    from aidc_trainer.distributed import part_ways
+
+    try:
+        part_ways(gang)
+    except Exception as error:
+        _log.warning("a peer did not reach the end of the run", extra=fields(error=str(error)))
 
 
 def _report(result: RunResult, termination_log: Path | None) -> int:
@@ -123,5 +140,13 @@ def _report(result: RunResult, termination_log: Path | None) -> int:
 
 
 def entrypoint() -> None:
-    """Console-script wrapper: exit with ``main``'s code."""
-    sys.exit(main())
+    """Console-script wrapper: exit with ``main``'s code.
+
+    The process ends at once, without the interpreter's teardown: the outcome is on record, and the
+    destructors of a collective library's threads are a known way to abort after it (exit 134).
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -104,6 +104,17 @@ def init_gang(topology: Topology, *, use_cuda: bool | None = None, timeout_secon
     return Gang(topology=topology, backend=backend, device=device, control_group=control)
 
 
+def part_ways(gang: Gang, timeout_seconds: float = 60) -> None:
+    """Wait at the end of a finished run until every rank is done with the gang's collectives.
+
+    A rank that exits while a peer still reads from it kills the peer: gloo aborts the process
+    (SIGABRT, exit 134) when a connection closes under an operation. The wait is bounded: a peer
+    that went away makes it raise after ``timeout_seconds``.
+    """
+    if gang.world_size > 1:
+        dist.monitored_barrier(group=gang.control_group, timeout=datetime.timedelta(seconds=timeout_seconds))
+
+
 def leave_gang() -> None:
     """Tear down the process groups (safe to call when none was set up)."""
     if dist.is_initialized():

@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,17 +65,32 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_export(directory: Path, state_dict: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
-    """Write (or replace) the export in ``directory``: weights first, manifest last."""
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        _fsync(path)
+
+
+def write_export(
+    directory: Path,
+    state_dict: dict[str, torch.Tensor],
+    manifest: dict[str, Any],
+    files: Callable[[Path], None] | None = None,
+) -> None:
+    """Write (or replace) the export in ``directory``: weights first (``files`` writes them when
+    given, else ``state_dict`` goes to model.pt), manifest last."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    with (staging / contract.MODEL_WEIGHTS).open("wb") as handle:
-        torch.save(state_dict, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    if files is not None:
+        files(staging)
+        _fsync_tree(staging)
+    else:
+        with (staging / contract.MODEL_WEIGHTS).open("wb") as handle:
+            torch.save(state_dict, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
     with (staging / contract.MODEL_MANIFEST).open("w") as handle:
         json.dump(manifest, handle, indent=2)
         handle.write("\n")
@@ -102,6 +118,10 @@ def load_exported(
     """Rebuild an exported model for inference: ``(module in eval mode on device, manifest)``."""
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if manifest["architecture"].get("format") == "transformers":
+        from aidc_trainer.pretrained import load_for_serving
+
+        return load_for_serving(directory).to(device).eval(), manifest
     module = build_model(manifest["task"], manifest["architecture"])
     state = torch.load(directory / contract.MODEL_WEIGHTS, map_location="cpu", weights_only=True)
     module.load_state_dict(state)

@@ -64,6 +64,13 @@ class TrainerMetrics:
             registry=self.registry,
             labelnames=[*labels, "metric"],
         )
+        self._training = Gauge(
+            "aidc_trainer_training_metric",
+            "Latest training metrics besides the loss (reinforcement learning: episodic return, "
+            "policy and value loss, entropy, environment steps per second).",
+            registry=self.registry,
+            labelnames=[*labels, "metric"],
+        )
         self._checkpoint_seconds = Histogram(
             "aidc_trainer_checkpoint_seconds",
             "Time to save or load a checkpoint.",
@@ -80,6 +87,10 @@ class TrainerMetrics:
     def set_validation(self, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
             self._validation.labels(**self._labels, metric=name).set(value)
+
+    def set_training(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self._training.labels(**self._labels, metric=name).set(value)
 
     def serve(self, port: int) -> Any:
         """Start the scrape endpoint on ``port`` (0: disabled); failures are logged, not fatal."""

@@ -110,11 +110,19 @@ class DecoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads_of(x)
+        return self.after_attention(x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+    def heads_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of ``x`` (N, T, E), each (N, heads, T, E / heads)."""
         batch, length, embedding = x.shape
         q, k, v = self.qkv(self.norm1(x)).split(embedding, dim=-1)
         shape = (batch, length, self.heads, embedding // self.heads)
-        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return q.view(shape).transpose(1, 2), k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
+
+    def after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input and what its heads attended to (N, heads, T, E / heads)."""
+        batch, length, embedding = x.shape
         x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, embedding))
         return x + self.mlp(self.norm2(x))  # type: ignore[no-any-return]
 
@@ -168,7 +176,8 @@ def build_model(task: str, architecture: Mapping[str, Any]) -> nn.Module:
 
     classifier: ``{inputShape, numClasses, channels, dense}``; gan (the generator, which is what
     is served): ``{latentDim, imageShape, width}``; language-model: ``{vocabSize, contextLength,
-    layers, heads, embedding}``.
+    layers, heads, embedding}``; reinforcement-learning (the actor-critic): ``{observationDim,
+    actionDim, discrete, hidden}``.
     """
     if task == "classifier":
         return ImageClassifier(
@@ -191,6 +200,10 @@ def build_model(task: str, architecture: Mapping[str, Any]) -> nn.Module:
             int(architecture["heads"]),
             int(architecture["embedding"]),
         )
+    if task == "reinforcement-learning":
+        from aidc_trainer.rl.policy import build_policy
+
+        return build_policy(architecture)
     raise ConfigError(f"unknown task {task!r}")
 
 

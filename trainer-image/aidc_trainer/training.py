@@ -4,7 +4,8 @@ Time belongs here, mathematics to the task. Every rank runs this loop in lock st
 must be the same everywhere are either deterministic (step counts, epochs) or agreed through
 ``StepAgreement`` (a stop request from any rank, a time-based checkpoint from rank 0's clock).
 Only rank 0 touches the checkpoint directory, the exports, the heartbeat and the metrics
-endpoint.
+endpoint; under FSDP every rank writes its shards of a checkpoint into the directory too
+(sharded_checkpoint.py), and every rank joins the gathering of the exported model.
 
 Resume is exact on a fixed world size: the checkpoint holds the task's state, every rank's RNG
 state and the position inside the epoch, and the sampler's order is a function of seed and epoch,
@@ -13,6 +14,7 @@ so the steps after a resume repeat those of an uninterrupted run bit for bit (on
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -30,6 +32,7 @@ from aidc_trainer.config import TrainerConfig
 from aidc_trainer.distributed import (
     Gang,
     StepAgreement,
+    all_reduce_sum,
     barrier,
     broadcast_object,
     broadcast_state,
@@ -45,9 +48,29 @@ from aidc_trainer.precision import resolve_precision
 from aidc_trainer.preemption import PreemptionWatch
 from aidc_trainer.rng import capture_rng, restore_rng, seed_rank
 from aidc_trainer.sampling import Batch, ResumableSampler, batches_per_epoch, iterate_batches
+from aidc_trainer.sharded_checkpoint import (
+    load_latest_sharded,
+    newest_plain,
+    remove_stale_staging,
+    save_sharded,
+)
 from aidc_trainer.tasks import Task, TaskContext, build_task
 
 _log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _fitting_checkpoint() -> Iterator[None]:
+    """A saved state that does not fit this config's model is a config error, not a crash."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ConfigError(
+            f"the latest checkpoint does not fit the model of this config ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            "use a new checkpoint directory for a changed model"
+        ) from error
+
 
 _STOP, _CHECKPOINT_DUE = 0, 1  # positions in the agreed flags
 _GPU_RESIDENT_BYTES = 1 << 30  # datasets below this move to the GPU once instead of per batch
@@ -116,9 +139,12 @@ class Trainer:
         self.gang = gang
         self.preemption = preemption
         self.leader = gang.is_leader
-        # only rank 0 has the claim; the others must still join the collectives of a checkpoint
-        self.checkpointing = bool(broadcast_object(self.leader and env.checkpoint_dir is not None, gang))
-        self.checkpoint_dir = env.checkpoint_dir if self.leader else None
+        self.sharded = config.parallelism.sharded
+        # DDP: only rank 0 has the claim; the others must still join the collectives of a checkpoint.
+        # FSDP: every rank writes its shards, so every rank needs the claim
+        self.checkpointing = self._agree_on_checkpointing(env)
+        self.checkpoint_dir = env.checkpoint_dir if self.leader or self.sharded else None
+        self.exports = self.leader and self.checkpointing  # rank 0 writes exports and manifests
         self.last_checkpoint: SavedCheckpoint | None = None  # rank 0 only
         self._checkpointed_step = -1  # every rank: the step of the newest checkpoint
         self.model_path: str | None = None
@@ -127,6 +153,17 @@ class Trainer:
         self._samples_per_second: float | None = None
 
     # --- setup -------------------------------------------------------------------------------
+
+    def _agree_on_checkpointing(self, env: RunEnvironment) -> bool:
+        if not self.sharded:
+            return bool(broadcast_object(self.leader and env.checkpoint_dir is not None, self.gang))
+        (ranks_with_claim,) = all_reduce_sum([float(env.checkpoint_dir is not None)], self.gang)
+        if 0 < ranks_with_claim < self.gang.world_size:
+            raise ConfigError(
+                "parallelism.strategy FSDP writes checkpoints from every rank, but only "
+                f"{int(ranks_with_claim)} of {self.gang.world_size} ranks have a checkpoint directory"
+            )
+        return ranks_with_claim > 0
 
     def _build(self) -> tuple[Task, TensorDataset, ResumableSampler, int, int]:
         """The task, its (possibly GPU-resident) training set and sampler, steps per epoch and in total."""
@@ -173,6 +210,8 @@ class Trainer:
 
     def _resume(self, task: Task) -> Position:
         """Load the newest usable checkpoint on rank 0 and hand its state to every rank."""
+        if self.sharded:
+            return self._resume_sharded(task)
         loaded = None
         if self.checkpoint_dir is not None:
             remove_stale_temporaries(self.checkpoint_dir)
@@ -188,18 +227,60 @@ class Trainer:
             return Position()
         started = time.monotonic()
         state = broadcast_state(loaded, self.gang)
+        self._check_saved_task(state)
+        with _fitting_checkpoint():
+            task.load_state_dict(state["task"])
+        return self._resumed_position(state, started)
+
+    def _resume_sharded(self, task: Task) -> Position:
+        """Every rank reads its shards of the newest usable sharded checkpoint, resharding as needed."""
+        if not self.checkpointing or self.checkpoint_dir is None:
+            seed_rank(self.config.seed, self.gang.rank)
+            return Position()
+        misfit = None
+        if self.leader:
+            remove_stale_staging(self.checkpoint_dir)
+            misfit = self._misfit(newest_plain(self.checkpoint_dir))
+        misfit = broadcast_object(misfit, self.gang)
+        if misfit:  # checked first: DCP cannot tell a changed model from a torn checkpoint
+            raise ConfigError(misfit)
+        started = time.monotonic()
+        with _fitting_checkpoint():
+            found = load_latest_sharded(self.checkpoint_dir, task.shard_state, self.gang)
+        if found is None:
+            seed_rank(self.config.seed, self.gang.rank)
+            return Position()
+        self._check_saved_task(found.plain)
+        with _fitting_checkpoint():
+            task.load_shard_state(found.shards)
+            task.load_plain_state(found.plain["task"])
+        if self.leader:
+            self.last_checkpoint = SavedCheckpoint(found.path, int(found.plain["step"]), 0.0)
+        return self._resumed_position(found.plain, started)
+
+    def _misfit(self, plain: dict[str, Any] | None) -> str | None:
+        """Why the newest sharded checkpoint cannot be this config's (another task or model shape)."""
+        saved = (plain or {}).get("config") or {}
+        if not saved:
+            return None
+        current = self.config.to_json()
+        for key in ("task", "languageModel"):
+            if saved.get(key) != current[key]:
+                return (
+                    f"the latest checkpoint has {key} {json.dumps(saved.get(key))}, this config "
+                    f"{json.dumps(current[key])}; use a new checkpoint directory for a changed model"
+                )
+        return None
+
+    def _check_saved_task(self, state: dict[str, Any]) -> None:
         saved_task = state.get("config", {}).get("task")
         if saved_task != self.config.task:
             raise ConfigError(
                 f"the checkpoint directory holds a {saved_task} run; this config trains {self.config.task}"
             )
-        try:
-            task.load_state_dict(state["task"])
-        except (RuntimeError, KeyError, ValueError) as error:
-            raise ConfigError(
-                f"the latest checkpoint does not fit the model of this config ({type(error).__name__}: "
-                f"{str(error).splitlines()[0]}); use a new checkpoint directory for a changed model"
-            ) from error
+
+    def _resumed_position(self, state: dict[str, Any], started: float) -> Position:
+        """Where the loaded state left the run; every rank's RNG restored when the gang kept its size."""
         position = Position(
             step=int(state["step"]),
             epoch=int(state["epoch"]),
@@ -251,13 +332,29 @@ class Trainer:
             return  # already saved at this step (a stop right after a scheduled checkpoint, a resume)
         self._checkpointed_step = position.step
         rng_states = gather_to_leader(capture_rng(), self.gang)
+        if self.sharded and self.checkpoint_dir is not None:
+            plain = self._checkpoint_state(task.plain_state(), position, rng_states) if self.leader else None
+            saved = save_sharded(
+                self.checkpoint_dir, task.shard_state(), plain,
+                step=position.step, keep=self.env.checkpoint_keep, gang=self.gang,
+            )  # fmt: skip
+            if self.leader:
+                self._saved(saved)
+            return
         if self.checkpoint_dir is None:
             return
-        state = {
+        state = self._checkpoint_state(task.state_dict(), position, rng_states)
+        keep = self.env.checkpoint_keep
+        self._saved(save_checkpoint(self.checkpoint_dir, state, step=position.step, keep=keep))
+
+    def _checkpoint_state(
+        self, task_state: dict[str, Any], position: Position, rng_states: list[Any] | None
+    ) -> dict[str, Any]:
+        return {
             "epoch": position.epoch,
             "position": position.consumed,
             "worldSize": self.gang.world_size,
-            "task": task.state_dict(),
+            "task": task_state,
             "rng": rng_states,
             "metrics": dict(position.metrics),
             "evaluatedStep": position.evaluated_step,
@@ -266,7 +363,8 @@ class Trainer:
             "gangAttempt": self.env.gang_attempt,
             "createdAt": datetime.datetime.now(datetime.UTC).isoformat(),
         }
-        saved = save_checkpoint(self.checkpoint_dir, state, step=position.step, keep=self.env.checkpoint_keep)
+
+    def _saved(self, saved: SavedCheckpoint) -> None:
         self.last_checkpoint = saved
         self.metrics.observe_checkpoint("save", saved.seconds)
         _log.info(
@@ -275,10 +373,13 @@ class Trainer:
         )
 
     def _export(self, task: Task, position: Position, where: str) -> None:
-        """Write ``export/final`` or ``export/best`` (rank 0 with a checkpoint directory only)."""
-        if self.checkpoint_dir is None:
+        """Write ``export/final`` or ``export/best`` (rank 0 with a checkpoint directory only; under
+        FSDP every rank joins the gathering of the weights)."""
+        if not self.exports and not (self.sharded and self.checkpointing):
             return
         exported = task.export()
+        if not self.exports or self.checkpoint_dir is None:
+            return
         manifest = build_manifest(
             self.config.task,
             exported,
@@ -288,7 +389,7 @@ class Trainer:
             job=self.env.job_name,
             now=datetime.datetime.now(datetime.UTC),
         )
-        write_export(self.checkpoint_dir / where, exported.state_dict, manifest)
+        write_export(self.checkpoint_dir / where, exported.state_dict, manifest, exported.files)
         _log.info("model exported", extra=fields(path=str(self.checkpoint_dir / where), step=position.step))
 
     def _evaluate(self, task: Task, position: Position) -> None:
@@ -296,10 +397,11 @@ class Trainer:
         metrics = task.evaluate()
         position.metrics = metrics
         position.evaluated_step = position.step  # on every rank: it decides whether to evaluate again
-        if not self.leader:
-            return
-        self.metrics.set_validation(metrics)
-        _log.info("validated", extra=fields(step=position.step, epoch=position.epoch + 1, metrics=metrics))
+        if self.leader:
+            self.metrics.set_validation(metrics)
+            epoch = position.epoch + 1
+            _log.info("validated", extra=fields(step=position.step, epoch=epoch, metrics=metrics))
+        # on every rank (the metrics are all-reduced, so all agree): a sharded export is collective
         name = task.primary_metric
         if name is None or name not in metrics:
             return
@@ -318,7 +420,7 @@ class Trainer:
         done = position.step - meter.start_step
         elapsed = time.monotonic() - meter.started
         eta = (total - position.step) * elapsed / done if done > 0 else None
-        checkpoint = self.last_checkpoint if self.checkpoint_dir is not None else None
+        checkpoint = self.last_checkpoint if self.exports else None
         heartbeat = build_heartbeat(
             step=position.step,
             total_steps=total,
@@ -357,7 +459,7 @@ class Trainer:
         if self.leader:
             self.metrics.total_steps.set(total)
             self.metrics.serve(self.env.metrics_port)
-            self._reporter = HeartbeatReporter(HeartbeatSender.from_environment(self.env))
+            self._start_reporter()
         meter = _Throughput(position.step)
         agreement = StepAgreement(self.gang, 2)
         next_heartbeat = time.monotonic() + self.env.heartbeat_seconds
@@ -414,7 +516,7 @@ class Trainer:
             self._checkpoint(task, position)
             _log.log(
                 logging.WARNING if self.leader else logging.INFO,
-                "stopped on request; checkpoint saved" if self.checkpoint_dir else "stopped on request",
+                "stopped on request; checkpoint saved" if self.checkpointing else "stopped on request",
                 extra=fields(step=position.step, signal=self.preemption.signal_name),
             )
             self._finish_reports(position, meter, total)
@@ -424,14 +526,21 @@ class Trainer:
         if position.evaluated_step != position.step:
             self._evaluate(task, position)  # the run ended mid-epoch (maxSteps): measure what is exported
         self._checkpoint(task, position)
-        if self.checkpoint_dir is not None:
-            self._export(task, position, contract.EXPORT_FINAL)
-            if not (self.checkpoint_dir / contract.EXPORT_BEST).exists():
-                self._export(task, position, contract.EXPORT_BEST)  # no validation metric: best is final
-            self.model_path = contract.EXPORT_FINAL
+        self._export_final(task, position)
         self._finish_reports(position, meter, total)
         barrier(self.gang)
         return self._result("completed", position, total)
+
+    def _export_final(self, task: Task, position: Position) -> None:
+        self._export(task, position, contract.EXPORT_FINAL)
+        best = self.checkpoint_dir / contract.EXPORT_BEST if self.checkpoint_dir is not None else None
+        if broadcast_object(self.exports and best is not None and not best.exists(), self.gang):
+            self._export(task, position, contract.EXPORT_BEST)  # no validation metric: best is final
+        if self.exports:
+            self.model_path = contract.EXPORT_FINAL
+
+    def _start_reporter(self) -> None:
+        self._reporter = HeartbeatReporter(HeartbeatSender.from_environment(self.env))
 
     def _finish_reports(self, position: Position, meter: _Throughput, total: int) -> None:
         if self._reporter is not None:
@@ -440,7 +549,7 @@ class Trainer:
     def _result(
         self, outcome: Literal["completed", "preempted"], position: Position, total: int
     ) -> RunResult:
-        checkpoint = self.last_checkpoint if self.checkpoint_dir is not None else None
+        checkpoint = self.last_checkpoint if self.exports else None
         return RunResult(
             outcome=outcome,
             step=position.step,

@@ -8,16 +8,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from aidc.api.base import ApiModel, CelRule, FieldRule, StatusModel
 from aidc.api.common import NAME_RULE, Conditions, Placement, PodTemplateOverrides, Resources
 from aidc.api.core import MAX_ENV, EnvVar
 from aidc.api.quantity import Quantity
 
-Task = Literal["classifier", "gan", "language-model"]
-DatasetSource = Literal["synthetic", "digits", "npz", "image-folder", "text"]
+Task = Literal["classifier", "gan", "language-model", "reinforcement-learning"]
+DatasetSource = Literal["synthetic", "digits", "npz", "image-folder", "text", "jsonl"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Strategy = Literal["DDP", "FSDP"]
 RestartPolicy = Literal["Never", "OnFailure", "OnRetryableExitCode"]
 GangScheduler = Literal["None", "Kueue", "Volcano", "Coscheduling"]
 ScheduleTimeoutAction = Literal["Wait", "Fail"]
@@ -40,6 +41,12 @@ SUB_PATH_RULE = FieldRule(
 )
 SubPath = Annotated[str, Field(max_length=1024), SUB_PATH_RULE]
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+RL_TASK = "reinforcement-learning"
+LM_TASK = "language-model"
+# a registered Gymnasium id: optional namespace, name, version (CartPole-v1, ALE/Pong-v5)
+GYMNASIUM_ID = r"^[A-Za-z0-9_/-]+-v[0-9]+$"
+# an importable class in the trainer's image: module.path:ClassName
+ENTRY_POINT = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Dataset(ApiModel):
@@ -49,7 +56,9 @@ class Dataset(ApiModel):
         default="digits",
         description=(
             "synthetic (generated), digits (scikit-learn's 8x8 digits resized to 28x28, shipped in the "
-            "image), npz (keys x and y), image-folder (one folder per class) or text (language model)."
+            "image), npz (keys x and y), image-folder (one folder per class), text (language model) or jsonl "
+            '(one {"prompt": ..., "response": ...} object per line: fine-tuning a pretrained language model, '
+            "the loss on the response only)."
         ),
     )
     path: str | None = Field(
@@ -60,20 +69,53 @@ class Dataset(ApiModel):
 
     cel_rules = (
         CelRule(
-            "!(self.source in ['npz', 'image-folder', 'text']) || has(self.path)",
-            "dataset.path is required for npz, image-folder and text datasets",
-            lambda d: d.source not in ("npz", "image-folder", "text") or d.path is not None,
+            "!(self.source in ['npz', 'image-folder', 'text', 'jsonl']) || has(self.path)",
+            "dataset.path is required for npz, image-folder, text and jsonl datasets",
+            lambda d: d.source not in ("npz", "image-folder", "text", "jsonl") or d.path is not None,
         ),
     )
 
 
+class Lora(ApiModel):
+    """Low-rank adapters (peft): only they train; the export holds them and a merged model."""
+
+    rank: int = Field(default=8, ge=1, le=1024, description="Rank of each adapter.")
+    alpha: int = Field(default=16, ge=1, le=4096, description="Scale of the adapters' update (alpha / rank).")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Names of the linear layers that get adapters (q_proj, v_proj, ...); unset: peft's "
+        "choice for the architecture.",
+    )
+
+
+class Pretrained(ApiModel):
+    """A Hugging Face causal language model to start from, already on a claim (nothing is downloaded)."""
+
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Folder written by save_pretrained (config.json, safetensors weights, tokenizer files), "
+        "relative to the data claim, or absolute inside the image.",
+    )
+    lora: Lora | None = Field(default=None, description="Train low-rank adapters instead of every weight.")
+
+
 class LanguageModelShape(ApiModel):
-    """Size of the built-in decoder-only transformer."""
+    """Size of the built-in decoder-only transformer, or the pretrained model to fine-tune."""
 
     context_length: int = Field(default=128, ge=8, le=8192, description="Tokens per training sequence.")
     layers: int = Field(default=4, ge=1, le=96, description="Transformer blocks.")
     heads: int = Field(default=4, ge=1, le=128, description="Attention heads per block.")
     embedding: int = Field(default=256, ge=16, le=16384, description="Embedding width; a multiple of heads.")
+    pretrained: Pretrained | None = Field(
+        default=None,
+        description="Fine-tune this pretrained model (with its own tokenizer) instead of training the built-in "
+        "one from scratch; layers, heads and embedding are then the model's own, contextLength still sets "
+        "the tokens per training sequence.",
+    )
 
     cel_rules = (
         CelRule(
@@ -84,15 +126,115 @@ class LanguageModelShape(ApiModel):
     )
 
 
+class Parallelism(ApiModel):
+    """How the model is spread over the gang's processes."""
+
+    strategy: Strategy = Field(
+        default="DDP",
+        description="DDP: every rank keeps the whole model, its gradients and optimizer state, and all-reduces "
+        "the gradients. FSDP: every rank keeps 1/N of each (FSDP2, one unit per transformer block), for models "
+        "whose state does not fit one GPU; its checkpoints are written by every rank, so the checkpoint claim "
+        "is mounted on every rank (ReadWriteMany when ranks run on several nodes). language-model task only.",
+    )
+    activation_checkpointing: StrictBool = Field(
+        default=False,
+        description="Recompute each transformer block's activations in the backward pass instead of keeping "
+        "them: less memory for about a third more compute.",
+    )
+
+
+class RlEnvironment(ApiModel):
+    """The environment the agent acts in: a registered Gymnasium id or your own class, exactly one."""
+
+    gymnasium_id: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=GYMNASIUM_ID,
+        description="A Gymnasium id made by gymnasium.make (CartPole-v1, Acrobot-v1, Pendulum-v1, ...); "
+        "the classic-control environments ship with the trainer image and need no download.",
+    )
+    entry_point: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=ENTRY_POINT,
+        description="Your own gymnasium.Env subclass as module.path:ClassName, importable in the trainer image "
+        "(a custom spec.image); constructed without arguments.",
+    )
+
+    cel_rules = (
+        CelRule(
+            "has(self.gymnasiumId) != has(self.entryPoint)",
+            "reinforcementLearning.environment: set exactly one of gymnasiumId or entryPoint",
+            lambda e: (e.gymnasium_id is None) != (e.entry_point is None),
+        ),
+    )
+
+
+class Ppo(ApiModel):
+    """Proximal Policy Optimization's hyperparameters; the defaults are CleanRL's for classic control."""
+
+    clip: float = Field(default=0.2, gt=0, le=1, description="Clip range of the policy ratio.")
+    gae_lambda: float = Field(default=0.95, ge=0, le=1, description="Lambda of generalized advantage estimation.")
+    gamma: float = Field(default=0.99, ge=0, le=1, description="Discount factor of rewards.")
+    epochs: int = Field(default=4, ge=1, le=100, description="Update epochs over each rollout.")
+    minibatches: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Minibatches per update epoch; envsPerRank * rolloutSteps must be a multiple of it.",
+    )
+    entropy_coef: float = Field(default=0.01, ge=0, description="Weight of the entropy bonus in the loss.")
+    value_coef: float = Field(default=0.5, ge=0, description="Weight of the value loss in the loss.")
+    max_grad_norm: float = Field(default=0.5, gt=0, description="Clip the gradient norm to this.")
+    clip_value_loss: StrictBool = Field(
+        default=True,
+        description="Clip the value update around the rollout's values by clip (CleanRL's clip_vloss). Turn it "
+        "off when returns are large, as Pendulum's: a step of 0.2 then barely moves the value.",
+    )
+
+
+class ReinforcementLearning(ApiModel):
+    """The reinforcement-learning task: PPO on vectorised environments, each rank with its own."""
+
+    environment: RlEnvironment = Field(description="The environment: gymnasiumId or entryPoint.")
+    total_steps: int = Field(
+        default=100000, ge=1, description="Environment steps over all ranks; progress and ETA count these."
+    )
+    envs_per_rank: int = Field(
+        default=4, ge=1, le=256, description="Vectorised environments stepped by each rank process."
+    )
+    rollout_steps: int = Field(
+        default=128, ge=1, le=8192, description="Steps of each environment per rollout, before an update."
+    )
+    evaluation_episodes: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Episodes of the deterministic policy at the end; their mean return is reported in "
+        "status.progress.metrics.evaluationReturn (0: no evaluation).",
+    )
+    ppo: Ppo = Field(default_factory=Ppo, description="PPO's hyperparameters.")
+
+    cel_rules = (
+        CelRule(
+            "(self.envsPerRank * self.rolloutSteps) % self.ppo.minibatches == 0",
+            "reinforcementLearning.ppo.minibatches must divide envsPerRank * rolloutSteps (the rollout of a rank)",
+            lambda r: (r.envs_per_rank * r.rollout_steps) % r.ppo.minibatches == 0,
+            field_path=".ppo.minibatches",
+        ),
+    )
+
+
 class TrainerConfig(ApiModel):
     """Configuration of the built-in trainer (passed to it as AIDC_TRAINER_CONFIG)."""
 
-    task: Task = Field(description="classifier, gan or language-model.")
+    task: Task = Field(description="classifier, gan, language-model or reinforcement-learning.")
     dataset: Dataset | None = Field(
         default=None,
         description=(
             "The training data. Unset: scikit-learn's digits for classifier and gan, synthetic text for "
-            "language-model (the trainer chooses per task)."
+            "language-model (the trainer chooses per task); none for reinforcement-learning, whose "
+            "environment makes its data."
         ),
     )
     epochs: int = Field(default=8, ge=1, le=100000, description="Passes over the training data.")
@@ -102,7 +244,8 @@ class TrainerConfig(ApiModel):
         default=None,
         gt=0,
         le=10,
-        description="Initial learning rate; unset: the task's own (1e-3 classifier, 2e-4 gan, 3e-4 language-model).",
+        description="Initial learning rate; unset: the task's own (1e-3 classifier, 2e-4 gan, 3e-4 language-model, "
+        "2.5e-4 reinforcement-learning).",
     )
     precision: Precision = Field(
         default="auto", description="auto (bf16 on GPUs that support it, fp32 on CPU), fp32, bf16 or fp16."
@@ -117,6 +260,48 @@ class TrainerConfig(ApiModel):
     gradient_clip_norm: float | None = Field(default=None, gt=0, description="Clip the gradient norm to this.")
     language_model: LanguageModelShape | None = Field(
         default=None, description="Shape of the language model (task language-model)."
+    )
+    reinforcement_learning: ReinforcementLearning | None = Field(
+        default=None,
+        description="Environment, step budget and PPO hyperparameters (task reinforcement-learning, required there).",
+    )
+    parallelism: Parallelism | None = Field(
+        default=None, description="DDP (the default) or FSDP, and activation checkpointing."
+    )
+
+    cel_rules = (
+        CelRule(
+            f"self.task != '{RL_TASK}' || has(self.reinforcementLearning)",
+            f"trainer.reinforcementLearning is required for the {RL_TASK} task",
+            lambda t: t.task != RL_TASK or t.reinforcement_learning is not None,
+            field_path=".reinforcementLearning",
+        ),
+        CelRule(
+            f"self.task == '{RL_TASK}' || !has(self.reinforcementLearning)",
+            f"trainer.reinforcementLearning is only for the {RL_TASK} task",
+            lambda t: t.task == RL_TASK or t.reinforcement_learning is None,
+            field_path=".reinforcementLearning",
+        ),
+        CelRule(
+            "!has(self.parallelism) || !has(self.parallelism.strategy) || self.parallelism.strategy != 'FSDP' "
+            f"|| self.task == '{LM_TASK}'",
+            f"trainer.parallelism.strategy FSDP is for the {LM_TASK} task (its transformer blocks are the shards)",
+            lambda t: t.parallelism is None or t.parallelism.strategy != "FSDP" or t.task == LM_TASK,
+            field_path=".parallelism.strategy",
+        ),
+        CelRule(
+            "!has(self.parallelism) || !has(self.parallelism.strategy) || self.parallelism.strategy != 'FSDP' "
+            "|| !has(self.precision) || self.precision != 'fp16'",
+            "trainer.parallelism.strategy FSDP trains in bf16 or fp32: set precision to auto, bf16 or fp32",
+            lambda t: t.parallelism is None or t.parallelism.strategy != "FSDP" or t.precision != "fp16",
+            field_path=".precision",
+        ),
+        CelRule(
+            f"self.task != '{RL_TASK}' || !has(self.dataset)",
+            f"trainer.dataset is not read by the {RL_TASK} task: its environment makes the data",
+            lambda t: t.task != RL_TASK or t.dataset is None,
+            field_path=".dataset",
+        ),
     )
 
 
@@ -306,24 +491,48 @@ class TrainingJobSpec(ApiModel):
         ),
         CelRule(
             "!has(self.trainer) || self.trainer.task != 'language-model' || !has(self.trainer.dataset) || "
-            "self.trainer.dataset.source in ['synthetic', 'text']",
-            "the language-model task reads a synthetic or text dataset",
+            "self.trainer.dataset.source in ['synthetic', 'text', 'jsonl']",
+            "the language-model task reads a synthetic, text or jsonl dataset",
             lambda s: (
                 s.trainer is None
                 or s.trainer.task != "language-model"
                 or s.trainer.dataset is None
-                or s.trainer.dataset.source in ("synthetic", "text")
+                or s.trainer.dataset.source in ("synthetic", "text", "jsonl")
+            ),
+        ),
+        CelRule(
+            "!has(self.trainer) || !has(self.trainer.dataset) || self.trainer.dataset.source != 'jsonl' || "
+            "(has(self.trainer.languageModel) && has(self.trainer.languageModel.pretrained))",
+            "a jsonl dataset (prompt/response pairs) needs trainer.languageModel.pretrained, whose tokenizer reads it",
+            lambda s: (
+                s.trainer is None
+                or s.trainer.dataset is None
+                or s.trainer.dataset.source != "jsonl"
+                or (s.trainer.language_model is not None and s.trainer.language_model.pretrained is not None)
+            ),
+        ),
+        CelRule(
+            "!has(self.trainer) || !has(self.trainer.languageModel) || !has(self.trainer.languageModel.pretrained) "
+            "|| self.trainer.languageModel.pretrained.path.startsWith('/') || has(self.storage.data)",
+            "trainer.languageModel.pretrained.path is on the data claim: set spec.storage.data (or an absolute path "
+            "inside the image)",
+            lambda s: (
+                s.trainer is None
+                or s.trainer.language_model is None
+                or s.trainer.language_model.pretrained is None
+                or s.trainer.language_model.pretrained.path.startswith("/")
+                or s.storage.data is not None
             ),
         ),
         CelRule(
             "!has(self.trainer) || self.trainer.task == 'language-model' || !has(self.trainer.dataset) || "
-            "self.trainer.dataset.source != 'text'",
-            "a text dataset is only for the language-model task",
+            "!(self.trainer.dataset.source in ['text', 'jsonl'])",
+            "text and jsonl datasets are only for the language-model task",
             lambda s: (
                 s.trainer is None
                 or s.trainer.task == "language-model"
                 or s.trainer.dataset is None
-                or s.trainer.dataset.source != "text"
+                or s.trainer.dataset.source not in ("text", "jsonl")
             ),
         ),
         CelRule(
@@ -352,12 +561,23 @@ class ReplicaCounts(StatusModel):
 class Progress(StatusModel):
     """The latest progress heartbeat of rank 0."""
 
-    step: int | None = Field(default=None, description="Optimizer steps done.")
-    total_steps: int | None = Field(default=None, description="Optimizer steps planned.")
+    step: int | None = Field(
+        default=None, description="Optimizer steps done; environment steps over all ranks for reinforcement-learning."
+    )
+    total_steps: int | None = Field(
+        default=None, description="Steps planned (reinforcementLearning.totalSteps for reinforcement-learning)."
+    )
     epoch: int | None = Field(default=None, description="Current epoch.")
     percent: int | None = Field(default=None, description="step / totalSteps, in percent.")
-    loss: float | None = Field(default=None, description="Latest training loss.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Latest validation metrics.")
+    loss: float | None = Field(
+        default=None, description="Latest training loss (PPO's total loss for reinforcement-learning)."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Latest metrics of rank 0: validation metrics such as validationAccuracy; for "
+        "reinforcement-learning episodicReturn (mean over the latest episodes), policyLoss, valueLoss, entropy, "
+        "stepsPerSecond and, once training ends, evaluationReturn (mean return of the deterministic policy).",
+    )
     samples_per_second: float | None = Field(default=None, description="Training throughput of the gang.")
     eta_seconds: int | None = Field(default=None, description="Estimated seconds to the end.")
     last_heartbeat_time: datetime | None = Field(default=None, description="When rank 0 last reported.")

@@ -26,12 +26,18 @@ def rank_labels(job: TrainingJob, rank: int, attempt: int) -> dict[str, str]:
     }
 
 
+def _sharded(job: TrainingJob) -> bool:
+    trainer = job.spec.trainer
+    return trainer is not None and trainer.parallelism is not None and trainer.parallelism.strategy == "FSDP"
+
+
 def _volumes(job: TrainingJob, rank: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     claim = checkpoint_claim_name(job)
-    # only rank 0 writes checkpoints, so block storage (ReadWriteOnce) is enough
-    if claim is not None and rank == 0:
+    # DDP: only rank 0 writes checkpoints, so block storage (ReadWriteOnce) is enough; FSDP: every
+    # rank writes its shards of each checkpoint
+    if claim is not None and (rank == 0 or _sharded(job)):
         volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": "checkpoints", "mountPath": contract.CHECKPOINT_MOUNT})
     data = job.spec.storage.data

@@ -15,6 +15,7 @@ from aidc.settings import OperatorSettings
 
 SERVER_COMMAND = ["python", "-m", "aidc_trainer.serving"]
 SERVER_UID = 1000
+SCRATCH_SIZE = "1Gi"  # /tmp of a server pod (emptyDir; the root file system is read-only)
 PROBE_PERIOD_SECONDS = 5
 # a model loads at roughly this rate from a claim (conservative for network block storage)
 LOAD_BYTES_PER_SECOND = 50 * 1024 * 1024
@@ -91,7 +92,9 @@ def _server_container(isvc: InferenceService, model: ServedModel, settings: Oper
     mount: dict[str, Any] = {"name": "model", "mountPath": contract.MODEL_MOUNT, "readOnly": True}
     if model.path:
         mount["subPath"] = model.path
-    mounts = [mount]
+    # the root file system is read-only; libraries that need a scratch file (transformers loading a
+    # pretrained export, tempfile users) get an emptyDir at /tmp
+    mounts = [mount, {"name": "tmp", "mountPath": "/tmp"}]
     if spec.tls is not None:
         mounts.append({"name": "tls", "mountPath": contract.TLS_MOUNT, "readOnly": True})
     return {
@@ -117,6 +120,7 @@ def _server_pod_spec(isvc: InferenceService, model: ServedModel, settings: Opera
     """
     volumes: list[dict[str, Any]] = [
         {"name": "model", "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": SCRATCH_SIZE}},
     ]
     if isvc.spec.tls is not None:
         items = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]

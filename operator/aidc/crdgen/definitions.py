@@ -37,8 +37,23 @@ TRAINING_JOB_COLUMNS = [
     _column("Progress", ".status.progress.percent", "integer", description="Percent of the planned steps done"),
     _column("Restarts", ".status.restarts", "integer", description="Whole-gang restarts"),
     AGE,
-    _column("Step", ".status.progress.step", "integer", priority=1),
-    _column("Loss", ".status.progress.loss", "number", priority=1),
+    _column(
+        "Step",
+        ".status.progress.step",
+        "integer",
+        priority=1,
+        description="Optimizer steps done; environment steps over all ranks for reinforcement-learning",
+    ),
+    _column(
+        "Loss", ".status.progress.loss", "number", priority=1, description="Latest training loss (PPO's total loss)"
+    ),
+    _column(
+        "Return",
+        ".status.progress.metrics.episodicReturn",
+        "number",
+        priority=1,
+        description="Mean return of the latest episodes (reinforcement-learning)",
+    ),
     _column("Reason", ".status.reason", priority=1, description="Why the job is in its phase"),
 ]
 

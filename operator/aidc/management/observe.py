@@ -56,6 +56,25 @@ class RankPod:
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
 
+    @property
+    def completed_run(self) -> bool:
+        """The rank exited 0, or its trainer wrote a summary of a completed run and crashed after it
+        (a collective library that aborts on the way out: exit 134): its work is done either way."""
+        return self.phase == "Succeeded" or (self.phase == "Failed" and _says_completed(self.message))
+
+
+def _says_completed(message: str | None) -> bool:
+    """Whether a termination message is the trainer's summary of a completed run."""
+    if not message or not message.lstrip().startswith("{"):
+        return False
+    try:
+        summary = json.loads(message)
+    except ValueError:
+        return False
+    if not isinstance(summary, dict):
+        return False
+    return summary.get("exitCode") == contract.EXIT_OK and summary.get("reason") == "Completed"
+
 
 def _trainer_status(status: dict[str, Any]) -> dict[str, Any]:
     statuses = status.get("containerStatuses") or []

@@ -12,6 +12,7 @@ new gang is created under the same names once the old pods are gone and the back
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,6 +155,15 @@ def _failure(pod: RankPod, policy_codes: list[int], restart_policy: str) -> tupl
     return pod.exit_code in policy_codes, "Failed", message
 
 
+def _finite(value: Any) -> float | None:
+    """A heartbeat number the status can hold: JSON has no NaN or infinity (the API server refuses the
+    whole status write), yet a trainer reports them: a diverged loss, the mean return of an RL run
+    before its first episode ends. Such a value is left out, as are booleans and strings."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _progress(decision: _Decision, current: list[RankPod]) -> None:
     """Rank 0's heartbeat into status.progress, .checkpoint and .model."""
     rank0 = next((p for p in current if p.rank == 0 and p.progress), None)
@@ -162,17 +172,20 @@ def _progress(decision: _Decision, current: list[RankPod]) -> None:
     beat = rank0.progress
     step, total = beat.get("step"), beat.get("totalSteps")
     percent = int(100 * step / total) if isinstance(step, int) and isinstance(total, int) and total > 0 else None
-    metrics = {k: float(v) for k, v in (beat.get("metrics") or {}).items() if isinstance(v, int | float)}
+    raw_metrics = beat.get("metrics")
+    pairs = raw_metrics.items() if isinstance(raw_metrics, dict) else ()
+    metrics = {str(k): number for k, v in pairs if (number := _finite(v)) is not None}
+    eta = _finite(beat.get("etaSeconds"))
     decision.update(
         progress=Progress(
             step=step,
             total_steps=total,
             epoch=beat.get("epoch"),
             percent=min(percent, 100) if percent is not None else None,
-            loss=beat.get("loss"),
+            loss=_finite(beat.get("loss")),
             metrics=metrics,
-            samples_per_second=beat.get("samplesPerSecond"),
-            eta_seconds=int(beat["etaSeconds"]) if isinstance(beat.get("etaSeconds"), int | float) else None,
+            samples_per_second=_finite(beat.get("samplesPerSecond")),
+            eta_seconds=int(eta) if eta is not None else None,
             last_heartbeat_time=parse_time(beat.get("time")) or decision.now,
         )
     )
@@ -343,8 +356,8 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
     missing = [r for r in range(spec.replicas) if r not in by_rank and names[r] not in d.obs.expected]
     if _gang_failed(d, current, missing, names):
         return
-    if len(current) == spec.replicas and all(p.phase == "Succeeded" for p in current):
-        d.finish(True, "Succeeded", f"all {spec.replicas} ranks exited 0")
+    if len(current) == spec.replicas and all(p.completed_run for p in current):
+        d.finish(True, "Succeeded", _completed_message(current))
         return
     if missing:
         _create_missing(d, missing, {p.name for p in stale}, names)
@@ -364,10 +377,18 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
         _report_running(d, current)
 
 
+def _completed_message(current: list[RankPod]) -> str:
+    crashed = sorted((p for p in current if p.phase != "Succeeded"), key=lambda p: p.rank)
+    if not crashed:
+        return f"all {len(current)} ranks exited 0"
+    after = ", ".join(f"rank {p.rank} exited with code {p.exit_code}" for p in crashed)
+    return f"all {len(current)} ranks completed the run ({after} after writing its summary)"
+
+
 def _gang_failed(d: _Decision, current: list[RankPod], missing: list[int], names: dict[int, str]) -> bool:
     """A rank that failed, or vanished after the gang was complete, fails the whole gang."""
     policy = d.job.spec.failure_policy
-    gone = [p for p in current if p.phase == "Failed" or (p.deleting and not p.finished)]
+    gone = [p for p in current if (p.phase == "Failed" and not p.completed_run) or (p.deleting and not p.finished)]
     if missing and d.status.gang_created_time is not None:
         attempt = d.status.gang_attempt
         gone += [RankPod(name=names[r], rank=r, attempt=attempt, reason="deleted") for r in missing]

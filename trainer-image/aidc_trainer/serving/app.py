@@ -22,6 +22,7 @@ from aiohttp.typedefs import Middleware
 from aidc_trainer.serving.auth import Gate, auth_middleware
 from aidc_trainer.serving.batcher import DynamicBatcher
 from aidc_trainer.serving.metrics import CONTENT_TYPE, ServerMetrics
+from aidc_trainer.serving.openai_api import OpenAIState, add_openai_routes
 from aidc_trainer.serving.protocol import (
     ProtocolError,
     encode_infer_response,
@@ -54,6 +55,7 @@ class ServingState:
     servable: Servable | None = None
     batcher: DynamicBatcher | None = None
     ready: bool = False
+    openai: OpenAIState | None = None  # the OpenAI routes' state, set by create_app
 
     def set_ready(self, ready: bool) -> None:
         """Readiness gates traffic (the pod's readiness probe), so it is also a metric."""
@@ -214,4 +216,5 @@ def create_app(state: ServingState, gate: Gate | None = None) -> web.Application
         app.router.add_post(prefix + "/infer", infer)
     app.router.add_post("/v1/models/{model}:predict", predict_v1)
     app.router.add_get("/metrics", metrics)
+    state.openai = add_openai_routes(app, state.max_request_bytes)
     return app

@@ -22,6 +22,7 @@ from aidc_trainer.export import load_exported
 from aidc_trainer.serving.classifier import ClassifierServable
 from aidc_trainer.serving.gan import GeneratorServable
 from aidc_trainer.serving.language_model import LanguageModelServable
+from aidc_trainer.serving.policy import PolicyServable
 from aidc_trainer.serving.protocol import TensorSpec
 from aidc_trainer.serving.servable import Servable
 
@@ -36,6 +37,7 @@ class LoadedModel:
     manifest: Mapping[str, Any]
     device: torch.device
     load_seconds: float
+    module: torch.nn.Module | None = None  # the model itself (the language routes decode it incrementally)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,7 +71,12 @@ def build_servable(module: torch.nn.Module, manifest: Mapping[str, Any], device:
         return LanguageModelServable(
             module, first_input, int(architecture["vocabSize"]), int(architecture["contextLength"]), device
         )
-    raise DataError(f"the manifest's task {task!r} cannot be served (classifier, gan, language-model)")
+    if task == "reinforcement-learning":
+        return PolicyServable(module, architecture, device)
+    raise DataError(
+        f"the manifest's task {task!r} cannot be served "
+        "(classifier, gan, language-model, reinforcement-learning)"
+    )
 
 
 def load_model(directory: Path, device_name: str) -> LoadedModel:
@@ -89,4 +96,4 @@ def load_model(directory: Path, device_name: str) -> LoadedModel:
         ) from error
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return LoadedModel(servable, manifest, device, time.perf_counter() - started)
+    return LoadedModel(servable, manifest, device, time.perf_counter() - started, module)

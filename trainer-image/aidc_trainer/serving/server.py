@@ -34,6 +34,7 @@ from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel, load_model
+from aidc_trainer.serving.openai_api import builtin_endpoint, warm_up
 from aidc_trainer.serving.settings import ServerSettings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ async def start_serving(state: ServingState, load: Loader, *, max_batch_size: in
     state.metrics.warmup_seconds.set(time.perf_counter() - started)
     state.servable, state.batcher = servable, batcher
     batcher.start()
+    endpoint = builtin_endpoint(loaded.module, state.model_name)
+    if endpoint is not None and state.openai is not None:
+        await warm_up(endpoint)
+        state.openai.endpoint = endpoint
     state.set_ready(True)
     log.info(
         "ready",
@@ -152,6 +157,8 @@ async def serve(
         await runner.cleanup()
         if state.batcher is not None:
             await state.batcher.close()
+        if state.openai is not None and state.openai.endpoint is not None:
+            await state.openai.endpoint.engine.stop()
     log.info("stopped", extra=fields(exitCode=code))
     return code
 

@@ -19,8 +19,16 @@ def build_task(context: TaskContext) -> Task:
         from aidc_trainer.tasks.gan import GanTask
 
         return GanTask(context)
+    if name == "language-model" and context.config.language_model.pretrained is not None:
+        from aidc_trainer.tasks.pretrained_language_model import PretrainedLanguageModelTask
+
+        return PretrainedLanguageModelTask(context)
     if name == "language-model":
         from aidc_trainer.tasks.language_model import LanguageModelTask
 
         return LanguageModelTask(context)
+    if name == "reinforcement-learning":
+        from aidc_trainer.tasks.reinforcement_learning import ReinforcementLearningTask
+
+        return ReinforcementLearningTask(context)
     raise ConfigError(f"unknown task {name!r}")

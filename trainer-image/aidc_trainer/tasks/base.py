@@ -12,12 +12,14 @@ import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
@@ -47,6 +49,9 @@ class Exported:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     classes: list[str] = field(default_factory=list)
+    # writes the weights into the export folder in a format of its own (a pretrained model's
+    # save_pretrained folders) instead of ``state_dict`` as model.pt
+    files: Callable[[Path], None] | None = None
 
 
 class Task(ABC):
@@ -92,18 +97,48 @@ class Task(ABC):
 
     @abstractmethod
     def export(self) -> Exported:
-        """The module to serve."""
+        """The module to serve (collective when the model is sharded: every rank calls it)."""
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the model is sharded over the gang (FSDP): checkpoints are then written by every
+        rank, as ``shard_state`` and ``plain_state``, instead of ``state_dict`` by rank 0."""
+        return False
+
+    def shard_state(self) -> dict[str, Any]:
+        """This rank's shards of the models and optimizers (DTensors, for torch.distributed.checkpoint)."""
+        raise NotImplementedError(f"task {self.name} is not sharded")
+
+    def load_shard_state(self, shards: dict[str, Any]) -> None:
+        """Restore what ``shard_state`` returned, read back in this gang's layout."""
+        raise NotImplementedError(f"task {self.name} is not sharded")
+
+    def plain_state(self) -> dict[str, Any]:
+        """What a sharded checkpoint keeps whole beside the shards (schedules, scaler)."""
+        raise NotImplementedError(f"task {self.name} is not sharded")
+
+    def load_plain_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError(f"task {self.name} is not sharded")
+
+
+class GradientSync(Protocol):
+    """What gradient accumulation asks of a wrapper: DDP, or ``ShardedModel`` for both strategies."""
+
+    def no_sync(self) -> AbstractContextManager[Any]: ...
 
 
 class SingleModelTask(Task):
     """A task that trains one model with one optimizer, LR schedule and grad scaler (classifier, LM).
 
-    Subclasses set ``model`` (and ``ddp``, its DDP wrapper), ``optimizer``, ``scaler``,
-    ``_parameters`` and (in ``set_total_steps``) ``scheduler``, and define the loss of one batch.
+    Subclasses set ``model`` (and ``ddp``, what the forward calls: its DDP wrapper, or the model
+    itself when FSDP sharded it in place), ``optimizer``, ``scaler``, ``_parameters`` and (in
+    ``set_total_steps``) ``scheduler``, and define the loss of one batch. A sharded subclass sets
+    ``gradient_sync`` to its ``ShardedModel``.
     """
 
     model: nn.Module
-    ddp: DistributedDataParallel
+    ddp: nn.Module
+    gradient_sync: GradientSync | None = None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR | None
     scaler: torch.amp.GradScaler
@@ -115,7 +150,8 @@ class SingleModelTask(Task):
 
     def train_step(self, micro_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
         self.ddp.train()
-        loss = accumulate(self.ddp, micro_batches, self._loss, self.scaler, self.context.precision)
+        sync = self.gradient_sync or cast(GradientSync, self.ddp)
+        loss = accumulate(sync, micro_batches, self._loss, self.scaler, self.context.precision)
         optimizer_step(self.optimizer, self._parameters, self.scaler, self.config.gradient_clip_norm)
         self.scaler.update()
         if self.scheduler is not None:
@@ -133,6 +169,28 @@ class SingleModelTask(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.load_plain_state(state)
+
+    @property
+    def sharded(self) -> bool:
+        return self.config.parallelism.sharded
+
+    def shard_state(self) -> dict[str, Any]:
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optimizer": optimizer_state}
+
+    def load_shard_state(self, shards: dict[str, Any]) -> None:
+        set_state_dict(
+            self.model, self.optimizer, model_state_dict=shards["model"], optim_state_dict=shards["optimizer"]
+        )
+
+    def plain_state(self) -> dict[str, Any]:
+        return {
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_plain_state(self, state: dict[str, Any]) -> None:
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -162,26 +220,28 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel
 
 
 def accumulate(
-    ddp: DistributedDataParallel,
+    wrapper: GradientSync,
     micro_batches: Sequence[Batch],
     loss_of: Callable[[Batch], torch.Tensor],
     scaler: torch.amp.GradScaler,
     precision: Precision,
 ) -> torch.Tensor:
-    """Backward over every micro-batch, all-reducing gradients only on the last one.
+    """Backward over every micro-batch, reducing gradients over the gang only on the last one.
 
     Returns the mean loss (detached). Each loss is divided by the number of micro-batches so the
     accumulated gradient is the mean, as one big batch would give.
     """
-    total = torch.zeros((), device=next(ddp.parameters()).device)
+    total: torch.Tensor | None = None
     count = len(micro_batches)
     for index, batch in enumerate(micro_batches):
         sync = index == count - 1
-        with contextlib.nullcontext() if sync else ddp.no_sync():
+        with contextlib.nullcontext() if sync else wrapper.no_sync():
             with precision.autocast():
                 loss = loss_of(batch) / count
             scaler.scale(loss).backward()
-        total += loss.detach().float()
+        part = loss.detach().float()
+        total = part if total is None else total + part
+    assert total is not None, "no micro-batches"
     return total
 
 

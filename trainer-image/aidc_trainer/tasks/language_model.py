@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.utils.data import TensorDataset
 
 from aidc_trainer.datasets import load_tokens
 from aidc_trainer.distributed import all_reduce_sum
 from aidc_trainer.models import build_model
+from aidc_trainer.sharding import shard_model
 from aidc_trainer.tasks.base import (
     Batch,
     Exported,
@@ -25,7 +27,6 @@ from aidc_trainer.tasks.base import (
     batched,
     shard,
     warmup_cosine,
-    wrap_ddp,
 )
 
 _EVAL_BATCH = 64
@@ -49,8 +50,19 @@ class LanguageModelTask(SingleModelTask):
             "embedding": shape.embedding,
         }
         torch.manual_seed(self.config.seed)
-        self.model = build_model(self.name, self.architecture).to(self.device)
-        self.ddp = wrap_ddp(self.model, self.device)
+        model = build_model(self.name, self.architecture).to(self.device)
+        parallelism = self.config.parallelism
+        wrapped = shard_model(
+            model,
+            list(getattr(model, "blocks")),  # noqa: B009 (the transformer blocks, FSDP's units)
+            strategy=parallelism.strategy,
+            device=self.device,
+            precision=context.precision,
+            activation_checkpointing=parallelism.activation_checkpointing,
+        )
+        self.model = model  # sharded in place under FSDP: the optimizer below sees its DTensors
+        self.ddp = wrapped.module
+        self.gradient_sync = wrapped
         # decay matrices only: biases and norm gains stay free
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
@@ -79,10 +91,15 @@ class LanguageModelTask(SingleModelTask):
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
         loss_sum = tokens = 0.0
-        for batch in batched(shard(self.data.validation, self.context.gang), _EVAL_BATCH):
-            windows = batch[0].to(self.device)
+        batches = batched(shard(self.data.validation, self.context.gang), _EVAL_BATCH)
+        forwards = self._evaluation_forwards(len(batches))
+        for index in range(forwards):
+            # a sharded forward is collective: a rank out of batches runs a filler forward, unused
+            windows = self._evaluation_windows(batches, index).to(self.device)
             with self.context.precision.autocast():
                 logits = self.model(windows[:, :-1]).float()
+            if index >= len(batches):
+                continue
             loss_sum += float(
                 F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten(), reduction="sum")
             )
@@ -93,9 +110,32 @@ class LanguageModelTask(SingleModelTask):
         loss = loss_sum / tokens
         return {"validationLoss": loss, "validationPerplexity": math.exp(min(loss, 50.0))}
 
+    def _evaluation_forwards(self, batches: int) -> int:
+        """Forwards this rank runs: its own batches; under FSDP as many as the rank with the most
+        (shards differ by at most one example, so every rank can work it out alone)."""
+        validation = self.data.validation
+        if not self.sharded or validation is None or len(validation) == 0:
+            return batches
+        per_rank = -(-len(validation) // self.context.gang.world_size)
+        return -(-per_rank // _EVAL_BATCH)
+
+    def _evaluation_windows(self, batches: list[Batch], index: int) -> torch.Tensor:
+        if index < len(batches):
+            return batches[index][0]
+        filler = batches[0][0] if batches else self.data.validation.tensors[0][:1]  # type: ignore[union-attr]
+        return filler[:1]
+
+    def _full_state(self) -> dict[str, torch.Tensor]:
+        """The whole model on the CPU: gathered from the shards under FSDP (collective; rank 0 gets it)."""
+        if not self.sharded:
+            return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        gathered = get_model_state_dict(self.model, options=options)
+        return {name: value for name, value in gathered.items() if isinstance(value, torch.Tensor)}
+
     def export(self) -> Exported:
         return Exported(
-            state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            state_dict=self._full_state(),
             architecture=dict(self.architecture),
             inputs=[{"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]}],
             outputs=[{"name": "logits", "datatype": "FP32", "shape": [-1, -1, self.data.vocab_size]}],

@@ -1,0 +1,1 @@
+"""Reinforcement learning: environments, the actor-critic policy, PPO's mathematics, the loop."""
