@@ -98,6 +98,10 @@ AUTH_KUBERNETES: Final = "kubernetes"
 # The SubjectAccessReview a Kubernetes caller must pass: create on this subresource of its
 # InferenceService (the user roles grant it).
 INFER_SUBRESOURCE: Final = "infer"
+# A server told the model is a language model must serve the OpenAI routes (/v1/...) or fail to
+# start; it is ready only after a warm-up generation ran.
+ENV_OPENAI: Final = "AIDC_OPENAI"
+OPENAI_REQUIRED: Final = "required"
 
 # Where the operator mounts the claims in every rank.
 CHECKPOINT_MOUNT: Final = "/mnt/checkpoints"

@@ -210,6 +210,10 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ),
     ("inference-kubernetes-auth", _with(INFERENCE_SERVICE, "spec.auth", {"kubernetes": {}})),
     (
+        "inference-language-model-on-a-claim",
+        _with(INFERENCE_SERVICE, "spec.model", {"storageUri": "pvc://models/llm/v1", "task": "language-model"}),
+    ),
+    (
         "inference-api-key-and-tls",
         _with(
             _with(INFERENCE_SERVICE, "spec.auth", {"apiKey": {"secretName": "keys", "key": "api-key"}}),
@@ -382,6 +386,16 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["either replicas or autoscaling"],
     ),
     ("zero-batch", _with(INFERENCE_SERVICE, "spec.batching", {"maxBatchSize": 0}), ["maxBatchSize"]),
+    (
+        "task-of-a-training-jobs-export",
+        _with(INFERENCE_SERVICE, "spec.model", {"fromTrainingJob": {"name": "x"}, "task": "language-model"}),
+        ["task is for a storageUri model"],
+    ),
+    (
+        "unknown-model-task",
+        _with(INFERENCE_SERVICE, "spec.model", {"storageUri": "pvc://models/a", "task": "llm"}),
+        ["task"],
+    ),
     (
         "no-model-source",
         _with(INFERENCE_SERVICE, "spec.model", {"name": "digits"}),

@@ -104,7 +104,7 @@ def _served_environment() -> dict[str, Any]:
             "model": {"fromTrainingJob": {"name": "digits"}, "name": "digits-v1"},
         }
     )
-    model = ServedModel(uri="pvc://claim/folder", claim_name="claim", path="folder")
+    model = ServedModel(uri="pvc://claim/folder", claim_name="claim", path="folder", task="language-model")
     deployment = serving_deployment(isvc, model, OperatorSettings())
     return {item["name"]: item["value"] for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
 
@@ -125,8 +125,10 @@ def test_every_variable_of_a_model_server_is_a_contract_name_the_server_reads() 
         c.ENV_MAX_BATCH_SIZE,
         c.ENV_MAX_DELAY_MS,
         c.ENV_MAX_REQUEST_BYTES,
+        c.ENV_OPENAI,
     )
     assert set(env) - set(read) == {c.ENV_PYTHON_UNBUFFERED}
+    assert settings.openai == c.OPENAI_REQUIRED  # a language model's server must serve the OpenAI routes
     assert settings.model_dir == Path(env[c.ENV_MODEL_DIR])
     assert settings.port == int(env[c.ENV_HTTP_PORT])
     assert settings.max_request_bytes == int(env[c.ENV_MAX_REQUEST_BYTES]) == 65536

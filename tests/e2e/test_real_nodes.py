@@ -382,3 +382,16 @@ def test_an_authenticated_https_server_answers_only_whom_rbac_allows(
     assert status == 200 and len(body["outputs"][0]["data"]) > 0, answers["allowed"]
     assert answers["denied"][0] == 403 and "outputs" not in answers["denied"][1], answers["denied"]
     assert answers["none"][0] == 401 and "outputs" not in answers["none"][1], answers["none"]
+
+
+def test_the_nodes_images_are_pinned_so_the_kubelet_never_collects_them(testbed: Any, real_node: str) -> None:
+    """Nothing can pull the project's images again (there is no registry), so a kubelet under disk
+    pressure must not remove them: each one the bed imported carries containerd's pinned label."""
+    from aidc_testbed import realnode_lifecycle, release
+    from aidc_testbed.layout import Layout
+    from aidc_testbed.realnodes import RealNode
+
+    config = testbed.config
+    node = RealNode(0, Layout(config.state_dir).real_nodes / real_node, 0, 0, config.image_store / real_node)
+    wanted = {ref for ref in release.image_refs(config).values() if realnode_lifecycle.BUILD_ONLY not in ref}
+    assert wanted and wanted <= set(realnode_lifecycle.pinned_images(node, config))

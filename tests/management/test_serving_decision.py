@@ -213,3 +213,40 @@ def test_changing_who_may_connect_changes_the_policy() -> None:
     changed = serving_policy(open_to_all, ())
     assert default["metadata"]["annotations"] != changed["metadata"]["annotations"]
     assert changed["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
+
+
+@pytest.mark.parametrize(
+    ("task", "protocol", "openai"),
+    [("language-model", "v2+openai", True), ("classifier", "v2", False), (None, "v2", False)],
+)
+def test_a_language_models_server_must_serve_the_openai_routes_and_the_status_says_where(
+    task: str | None, protocol: str, openai: bool
+) -> None:
+    from aidc.api.inferenceservice import ServedModel
+
+    service = isvc()
+    exported = EXPORTED.model_copy(update={"task": task})
+    uri = "pvc://digits-checkpoints/digits/export/final"
+    model = ServedModel(uri=uri, claim_name="digits-checkpoints", path="digits/export/final", training_job="digits",
+                        step=200, task=task)  # fmt: skip
+    desired = serving_deployment(service, model, OperatorSettings())
+    env = {e["name"]: e.get("value") for e in desired["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env.get("AIDC_OPENAI") == "required") is openai
+    view = DeploymentView(
+        spec_hash=desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH], model_uri=uri, generation=1,
+        observed_generation=1, replicas=1, updated=1, ready=1, available=1,
+    )  # fmt: skip
+    plan = run(service, training_job_exists=True, training_job_model=exported, deployment=view)
+    assert conditions(plan)["Ready"] == ("True", "Ready")
+    assert plan.status is not None and plan.status["protocol"] == protocol
+    assert plan.status["model"].get("task") == task
+    base = "http://digits.ml.svc.cluster.local:8080"
+    assert plan.status.get("openaiUrl") == (f"{base}/v1" if openai else None)
+
+
+def test_a_storage_uri_model_says_what_it_holds() -> None:
+    plan = run(isvc({"model": {"storageUri": "pvc://models/llm/v1", "task": "language-model"}}))
+    assert plan.status is not None and plan.status["model"]["task"] == "language-model"
+    (deployment,) = [o for o in plan.create if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AIDC_OPENAI"] == "required"

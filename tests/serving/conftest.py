@@ -27,3 +27,18 @@ def gan_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def language_model_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train("language-model", tmp_path_factory.mktemp("language-model"), {"epochs": 1, "maxSteps": 2})
+
+
+@pytest.fixture(scope="session")
+def pretrained_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Hugging Face Llama (a fresh config, random weights) fine-tuned two steps from a claim."""
+    from tests.trainer.tiny_pretrained import save_tiny_pretrained, write_corpus
+
+    claim = tmp_path_factory.mktemp("claim")
+    save_tiny_pretrained(claim / "tiny-llama")
+    write_corpus(claim)
+    config = {
+        "dataset": {"source": "text", "path": "corpus.txt"}, "epochs": 1, "maxSteps": 2, "batchSize": 4,
+        "languageModel": {"contextLength": 12, "pretrained": {"path": "tiny-llama"}},
+    }  # fmt: skip
+    return train("language-model", tmp_path_factory.mktemp("pretrained"), config, {"AIDC_DATA_DIR": str(claim)})

@@ -227,10 +227,11 @@ def start_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None 
     return ServerProcess(process, log)
 
 
-def train(task: str, directory: Path, config: Mapping[str, Any]) -> Path:
+def train(task: str, directory: Path, config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Path:
     """Train with the real trainer (one process, CPU) and return its ``export/final`` folder."""
     environment = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": str(REPO / "trainer-image"),
         "AIDC_TRAINER_CONFIG": json.dumps({"task": task, **config}),
         "AIDC_CHECKPOINT_DIR": str(directory),

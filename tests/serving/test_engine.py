@@ -26,8 +26,14 @@ def _engine(slots: int = 4, **options: Any) -> tuple[Engine, SlotCache]:
     return Engine(cache, context_length=48, **options), cache
 
 
-async def _collect(engine: Engine, generation: Generation, finished: list[str], name: str) -> list[int]:
-    tokens = [token async for token in engine.tokens(generation)]
+async def _collect(
+    engine: Engine, generation: Generation, finished: list[str], name: str, started: asyncio.Event | None = None
+) -> list[int]:
+    tokens = []
+    async for token in engine.tokens(generation):
+        tokens.append(token)
+        if started is not None:
+            started.set()
     finished.append(name)
     return tokens
 
@@ -38,8 +44,9 @@ def test_a_short_request_finishes_while_a_long_one_is_still_generating() -> None
         engine.start()
         finished: list[str] = []
         long = engine.submit([1, 2, 3], SamplingParams(max_tokens=40, temperature=0))
-        first = asyncio.create_task(_collect(engine, long, finished, "long"))
-        await asyncio.sleep(0.05)  # the long one is running before the short one arrives
+        generating = asyncio.Event()
+        first = asyncio.create_task(_collect(engine, long, finished, "long", generating))
+        await generating.wait()  # the long one is running (its first token is out) before the short one arrives
         short = engine.submit([4, 5], SamplingParams(max_tokens=3, temperature=0))
         short_tokens = await _collect(engine, short, finished, "short")
         assert engine.running == 1 and not long.done  # the long one still generates

@@ -132,3 +132,34 @@ def test_a_client_that_leaves_mid_stream_does_not_hurt_the_next(client: openai.O
     answer = client.completions.create(model=MODEL, prompt="abc", max_tokens=4, temperature=0)
     assert answer.choices[0].finish_reason in ("length", "stop")
     assert request(server.url, "GET", "/v2/health/ready").status == 200
+
+
+def test_generations_reach_the_metrics(client: openai.OpenAI, server: ServerProcess) -> None:
+    def sample(name: str) -> float:
+        text = request(server.url, "GET", "/metrics").body.decode()
+        lines = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+        return float(lines[0].split()[1]) if lines else 0.0
+
+    before = {name: sample(name) for name in ("aidc_server_generated_tokens_total", "aidc_server_prompt_tokens_total",
+                                              "aidc_server_time_to_first_token_seconds_count",
+                                              "aidc_server_inter_token_seconds_count",
+                                              "aidc_server_generation_duration_seconds_count")}  # fmt: skip
+    answer = client.completions.create(model=MODEL, prompt="abc", max_tokens=4, temperature=0)
+    assert answer.usage is not None
+    generated = answer.usage.completion_tokens
+    after = {name: sample(name) for name in before}
+    assert after["aidc_server_generated_tokens_total"] - before["aidc_server_generated_tokens_total"] == generated
+    assert after["aidc_server_prompt_tokens_total"] - before["aidc_server_prompt_tokens_total"] == 3
+    assert (
+        after["aidc_server_time_to_first_token_seconds_count"] - before["aidc_server_time_to_first_token_seconds_count"]
+        == 1
+    )
+    assert (
+        after["aidc_server_inter_token_seconds_count"] - before["aidc_server_inter_token_seconds_count"]
+        == generated - 1
+    )
+    assert (
+        after["aidc_server_generation_duration_seconds_count"] - before["aidc_server_generation_duration_seconds_count"]
+        == 1
+    )
+    assert sample("aidc_server_running_generations") == 0 and sample("aidc_server_waiting_generations") == 0

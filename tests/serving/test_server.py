@@ -257,3 +257,15 @@ def test_cuda_is_refused_where_there_is_none(classifier_export: Path, tmp_path: 
     process = start_process(["--model-dir", str(classifier_export), "--device", "cuda", "--port", "0"], tmp_path / "l")
     assert process.process.wait(timeout=120) == contract.EXIT_CONFIG_ERROR
     assert "no CUDA device" in process.log.read_text()
+
+
+def test_a_model_the_openai_routes_cannot_serve_is_refused_when_they_are_required(
+    classifier_export: Path, tmp_path: Path
+) -> None:
+    """The operator requires the OpenAI routes of a language model's server: a server that could not
+    answer them must not become ready on v2 alone."""
+    process = start_process(
+        ["--model-dir", str(classifier_export), "--openai", "required", "--port", "0"], tmp_path / "l"
+    )
+    assert process.process.wait(timeout=120) == contract.EXIT_CONFIG_ERROR
+    assert "cannot be served on the OpenAI routes" in process.log.read_text()

@@ -84,11 +84,13 @@ def save_for_serving(
 
 
 class CausalLmLogits(nn.Module):
-    """A Hugging Face causal LM as the built-in model's interface: token ids in, logits out."""
+    """A Hugging Face causal LM as the built-in model's interface: token ids in, logits out. The
+    tokenizer of the same folder rides along for the server's OpenAI routes."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
         super().__init__()
         self.model = model
+        self.tokenizer = tokenizer
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids).logits  # type: ignore[no-any-return]
@@ -96,5 +98,5 @@ class CausalLmLogits(nn.Module):
 
 def load_for_serving(directory: Path) -> nn.Module:
     """The merged model of an export, as ``CausalLmLogits``."""
-    _, model = load_pretrained(directory / "model")
-    return CausalLmLogits(model)
+    tokenizer, model = load_pretrained(directory / "model")
+    return CausalLmLogits(model, tokenizer)

@@ -34,6 +34,8 @@ from aidc_testbed.state import TestbedState
 # outside the bed's folder, made by the kubelet or containerd whatever they are told
 HOST_PATHS = (Path("/var/lib/kubelet"), Path("/var/log/containers"), Path("/run/containerd"))
 Spawn = Callable[[str, list[str]], process.RunningProcess]
+# containerd's CRI reports an image with this label as pinned, which the kubelet never collects
+PINNED = "io.cri-containerd.pinned=pinned"
 BUILD_ONLY = "aidc-base:"  # images only other images build on: never run, never imported
 TOOLS = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "crictl",
          *(f"cni-{plugin}" for plugin in realnodes.CNI_PLUGINS))  # fmt: skip
@@ -118,17 +120,26 @@ def ctr(config: TestbedConfig, node: RealNode, *args: str, timeout: float = 600)
 
 def import_images(node: RealNode, config: TestbedConfig) -> list[str]:
     """Import every image archive of ``make images`` that the node's store lacks, or holds in another
-    version (same ref, other manifest); the refs imported. The base image is only built on."""
+    version (same ref, other manifest); the refs imported. The base image is only built on.
+
+    Every one is pinned: nothing can pull it again, so the kubelet must never collect it, not even
+    under disk pressure (its image GC and eviction skip the images CRI reports as pinned)."""
     have = dict(line.split()[:3:2] for line in ctr(config, node, "images", "ls").splitlines()[1:])
     imported = []
     for image in release.image_archives(config):
         if image["ref"].rsplit("/", 1)[-1].startswith(BUILD_ONLY):
             continue
-        if have.get(image["ref"]) == archive_digest(Path(image["archive"])):
-            continue
-        ctr(config, node, "images", "import", image["archive"])
-        imported.append(image["ref"])
+        if have.get(image["ref"]) != archive_digest(Path(image["archive"])):
+            ctr(config, node, "images", "import", image["archive"])
+            imported.append(image["ref"])
+        ctr(config, node, "images", "label", image["ref"], PINNED)
     return imported
+
+
+def pinned_images(node: RealNode, config: TestbedConfig) -> list[str]:
+    """The refs in the node's store that carry containerd's pinned label."""
+    listing = ctr(config, node, "images", "ls").splitlines()[1:]
+    return [line.split()[0] for line in listing if PINNED in line.split()[-1].split(",")]
 
 
 def archive_digest(archive: Path) -> str:

@@ -10,6 +10,7 @@ from aidc.api.base import ApiModel, CelRule, StatusModel
 from aidc.api.common import NAME_RULE, Conditions, Placement, PodTemplateOverrides, Resources
 from aidc.api.core import MAX_ENV, EnvVar
 from aidc.api.network import ServingNetwork
+from aidc.api.trainingjob import Task
 
 ExportChoice = Literal["Final", "Best"]
 AutoscalingMetric = Literal["cpu", "memory"]
@@ -41,6 +42,11 @@ class ModelSource(ApiModel):
         pattern=r"^[a-zA-Z0-9][-_.a-zA-Z0-9]*$",
         description="Model name in the inference URLs (/v2/models/<name>); the InferenceService's name when unset.",
     )
+    task: Task | None = Field(
+        default=None,
+        description="What a storageUri export holds (a TrainingJob's export says so itself): language-model "
+        "requires the OpenAI routes (/v1/completions, /v1/chat/completions) of the server.",
+    )
 
     cel_rules = (
         CelRule(
@@ -52,6 +58,11 @@ class ModelSource(ApiModel):
             "!(has(self.fromTrainingJob) && has(self.storageUri))",
             "set either fromTrainingJob or storageUri, not both",
             lambda m: m.from_training_job is None or m.storage_uri is None,
+        ),
+        CelRule(
+            "!has(self.task) || has(self.storageUri)",
+            "task is for a storageUri model: a TrainingJob's export carries its job's task",
+            lambda m: m.task is None or m.storage_uri is not None,
         ),
         CelRule(
             "!has(self.storageUri) || self.storageUri.startsWith('pvc://')",
@@ -198,6 +209,9 @@ class ServedModel(StatusModel):
     training_job: str | None = Field(default=None, description="TrainingJob that exported it.")
     step: int | None = Field(default=None, description="Training step of the export.")
     size_bytes: int | None = Field(default=None, description="Size of the weights, when the TrainingJob reported it.")
+    task: Task | None = Field(
+        default=None, description="What the model is, when known: the TrainingJob's task or spec.model.task."
+    )
 
 
 class InferenceServiceStatus(StatusModel):
@@ -208,6 +222,12 @@ class InferenceServiceStatus(StatusModel):
     conditions: Conditions = Field(default_factory=list, description="ModelResolved, Available and Ready.")
     observed_generation: int | None = Field(default=None, description="The generation this status describes.")
     url: str | None = Field(default=None, description="In-cluster base URL of the v2 protocol.")
+    protocol: str | None = Field(
+        default=None, description="What the server answers: v2 (with KServe v1), or v2+openai for a language model."
+    )
+    openai_url: str | None = Field(
+        default=None, description="Base URL of the OpenAI API (a client's base_url), for a language model."
+    )
     replicas: int = Field(default=0, description="Serving pods that exist.")
     ready_replicas: int = Field(default=0, description="Serving pods that are ready.")
     selector: str | None = Field(default=None, description="Label selector of the serving pods (scale subresource).")

@@ -599,6 +599,9 @@ class ModelStatus(StatusModel):
     best_path: str | None = Field(default=None, description="Folder of the best-validation model, if exported.")
     step: int | None = Field(default=None, description="Training step of the export.")
     size_bytes: int | None = Field(default=None, description="Size of the exported weights, to size start-up probes.")
+    task: Task | None = Field(
+        default=None, description="The task that exported it; language-model gets the OpenAI routes."
+    )
 
 
 class SnapshotStatus(StatusModel):

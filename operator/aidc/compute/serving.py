@@ -44,8 +44,9 @@ def _probe(isvc: InferenceService, path: str, **extra: int) -> dict[str, Any]:
     return {"httpGet": action, "periodSeconds": PROBE_PERIOD_SECONDS, **extra}
 
 
-def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:
-    """The model server's settings (names in the contract); the user's ``env`` overrides ours by name."""
+def server_environment(isvc: InferenceService, model: ServedModel | None = None) -> list[dict[str, Any]]:
+    """The model server's settings (names in the contract); the user's ``env`` overrides ours by name.
+    A language model's server must serve the OpenAI routes, so its readiness covers them."""
     spec = isvc.spec
     env = [
         {"name": contract.ENV_MODEL_DIR, "value": contract.MODEL_MOUNT},
@@ -57,8 +58,15 @@ def server_environment(isvc: InferenceService) -> list[dict[str, Any]]:
         {"name": contract.ENV_PYTHON_UNBUFFERED, "value": "1"},
         *_security_environment(isvc),
     ]
+    if model is not None and serves_openai(model):
+        env.append({"name": contract.ENV_OPENAI, "value": contract.OPENAI_REQUIRED})
     overridden = {e.name for e in spec.env}
     return [e for e in env if e["name"] not in overridden] + [e.to_wire() for e in spec.env]
+
+
+def serves_openai(model: ServedModel) -> bool:
+    """A language model's server must answer the OpenAI routes too."""
+    return model.task == "language-model"
 
 
 def _security_environment(isvc: InferenceService) -> list[dict[str, Any]]:
@@ -102,7 +110,7 @@ def _server_container(isvc: InferenceService, model: ServedModel, settings: Oper
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(SERVER_COMMAND),
-        "env": server_environment(isvc),
+        "env": server_environment(isvc, model),
         "ports": [{"name": "http", "containerPort": contract.SERVER_PORT}],
         "resources": resource_requirements(spec.resources),
         "volumeMounts": mounts,

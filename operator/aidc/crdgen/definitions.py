@@ -61,6 +61,7 @@ INFERENCE_SERVICE_COLUMNS = [
     _column("Phase", ".status.phase"),
     _column("Ready", ".status.readyReplicas", "integer", description="Serving pods that are ready"),
     _column("URL", ".status.url"),
+    _column("Protocol", ".status.protocol", description="v2 (with KServe v1), or v2+openai for a language model"),
     _column("Model", ".status.model.uri"),
     AGE,
     _column("Reason", ".status.reason", priority=1, description="Why the service is in its phase"),

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from aidc import contract
 from aidc.api.inferenceservice import InferenceService, InferenceServiceStatus, ServedModel
 from aidc.api.trainingjob import ModelStatus
-from aidc.compute.serving import autoscaler, serving_deployment
+from aidc.compute.serving import autoscaler, serves_openai, serving_deployment
 from aidc.management.conditions import set_condition
 from aidc.management.plan import Event, Plan, Refusal
 from aidc.management.status_draft import StatusDraft, generation_of
@@ -90,7 +90,8 @@ def resolve_model(obs: ServingObservation) -> tuple[ServedModel | None, str, str
         claim, folder = parse_storage_uri(source.storage_uri)
         if not obs.claim_exists:
             return None, "ClaimNotFound", f"claim {claim} of {source.storage_uri} does not exist"
-        return ServedModel(uri=source.storage_uri, claim_name=claim, path=folder), "Resolved", source.storage_uri
+        served = ServedModel(uri=source.storage_uri, claim_name=claim, path=folder, task=source.task)
+        return served, "Resolved", source.storage_uri
     job = source.from_training_job
     assert job is not None  # the model's CEL rule: one of the two is set
     if not obs.training_job_exists:
@@ -110,6 +111,7 @@ def resolve_model(obs: ServingObservation) -> tuple[ServedModel | None, str, str
         training_job=job.name,
         step=exported.step,
         size_bytes=exported.size_bytes,
+        task=exported.task,
     )
     return model, "Resolved", f"{uri} from TrainingJob {job.name} (step {exported.step})"
 
@@ -183,6 +185,9 @@ def _report_deployment(d: _Decision, deployment: DeploymentView, model: ServedMo
     """Ready means the pods that serve the resolved model are ready: not a rollout, not a crash loop."""
     url = inference_url(d.isvc, d.obs.settings.cluster_domain)
     d.update(replicas=deployment.replicas, ready_replicas=deployment.ready, url=url)
+    if model is not None:
+        language = serves_openai(model)
+        d.update(protocol="v2+openai" if language else "v2", openai_url=f"{url}/v1" if language else None)
     available = deployment.available > 0
     d.condition(
         "Available",

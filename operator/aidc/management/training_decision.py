@@ -209,6 +209,7 @@ def _progress(decision: _Decision, current: list[RankPod]) -> None:
                 best_path=model_location(job, str(model["bestPath"])) if model.get("bestPath") else None,
                 step=model.get("step", step),
                 size_bytes=model.get("bytes") if isinstance(model.get("bytes"), int) else None,
+                task=job.spec.trainer.task if job.spec.trainer is not None else None,
             )
         )
 

@@ -8,6 +8,7 @@ to the next waiting one at once: a long generation never holds up a short one. T
 one worker thread (torch releases the GIL), so the event loop keeps serving HTTP meanwhile.
 
 Waiting is bounded: ``submit`` raises ``QueueFullError`` (a 429 for the routes) beyond ``max_waiting``.
+An ``EngineObserver`` (the server's Prometheus metrics) hears of each admission, token and ending.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class CachedModel(Protocol):
     def decode(self, slots: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor: ...
 
 
+class EngineObserver(Protocol):
+    """What the engine reports as it goes (``serving.metrics.GenerationMetrics``)."""
+
+    def admitted(self, generation: Generation) -> None: ...
+    def token(self, generation: Generation, seconds: float) -> None: ...
+    def finished(self, generation: Generation) -> None: ...
+
+
 @dataclass(eq=False)
 class Generation:
     """One sequence: its prompt, what it generated so far, and why it ended."""
@@ -54,6 +63,7 @@ class Generation:
     slot: int | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    last_token_at: float | None = None
     _news: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
 
     @property
@@ -72,8 +82,10 @@ class Engine:
         max_waiting: int = 64,
         end_token: int | None = None,
         text_of: Callable[[list[int]], str] | None = None,
+        observer: EngineObserver | None = None,
     ) -> None:
         self._model = model
+        self._observer = observer
         self._context_length = context_length
         self._max_waiting = max_waiting
         self._end_token = end_token
@@ -91,6 +103,10 @@ class Engine:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def observe(self, observer: EngineObserver) -> None:
+        """Report from now on to ``observer``."""
+        self._observer = observer
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -149,6 +165,8 @@ class Engine:
             prompt = torch.tensor(generation.prompt)
             logits = await self._run(self._model.prefill, generation.slot, prompt)
             self._running.append(generation)
+            if self._observer is not None:
+                self._observer.admitted(generation)
             self._emit(generation, generation.sampler.choose(logits))
 
     async def _step(self) -> None:
@@ -167,6 +185,8 @@ class Engine:
             self._model.release(generation.slot)
             generation.slot = None
             generation._news.put_nowait(None)
+            if self._observer is not None:
+                self._observer.finished(generation)
 
     def _emit(self, generation: Generation, token: int) -> None:
         if generation.cancelled:
@@ -175,8 +195,12 @@ class Engine:
             generation.finish_reason = "stop"
             return
         generation.tokens.append(token)
+        now = time.perf_counter()
+        if self._observer is not None:
+            self._observer.token(generation, now - (generation.last_token_at or generation.submitted_at))
         if generation.first_token_at is None:
-            generation.first_token_at = time.perf_counter()
+            generation.first_token_at = now
+        generation.last_token_at = now
         generation._news.put_nowait(token)
         if self._stopped_by_text(generation):
             generation.finish_reason = "stop"

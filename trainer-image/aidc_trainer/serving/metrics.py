@@ -8,7 +8,7 @@ never by raw path, so a client probing random URLs cannot blow up the series cou
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,8 +36,68 @@ LATENCY_BUCKETS: Final = (
     5.0,
     10.0,
 )
+# a token takes milliseconds on a GPU and tens of them on a CPU; a whole generation up to minutes
+TOKEN_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+GENERATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from aidc_trainer.serving.engine import Engine, Generation
+
+
+class GenerationMetrics:
+    """The language model's: what a person waits for (first token, each next one, the whole answer),
+    the tokens in and out, and the engine's load. The engine reports to it as an ``EngineObserver``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.time_to_first_token = Histogram(
+            "aidc_server_time_to_first_token_seconds",
+            "Time from a generation's arrival (queueing included) to its first generated token.",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.inter_token = Histogram(
+            "aidc_server_inter_token_seconds",
+            "Time between two consecutive tokens of one generation.",
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.generation_seconds = Histogram(
+            "aidc_server_generation_duration_seconds",
+            "Time from a generation's arrival to its end (finished, stopped or cancelled).",
+            buckets=GENERATION_BUCKETS,
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "aidc_server_prompt_tokens", "Prompt tokens of the generations admitted.", registry=registry
+        )
+        self.generated_tokens = Counter(
+            "aidc_server_generated_tokens", "Tokens generated, over every generation.", registry=registry
+        )
+        self.running = Gauge(
+            "aidc_server_running_generations", "Generations in the running batch.", registry=registry
+        )
+        self.waiting = Gauge(
+            "aidc_server_waiting_generations", "Generations queued for a free slot.", registry=registry
+        )
+
+    def watch(self, engine: Engine) -> None:
+        """The gauges read ``engine``'s running and waiting counts at every scrape."""
+        self.running.set_function(lambda: engine.running)
+        self.waiting.set_function(lambda: engine.waiting)
+
+    def admitted(self, generation: Generation) -> None:
+        self.prompt_tokens.inc(len(generation.prompt))
+
+    def token(self, generation: Generation, seconds: float) -> None:
+        self.generated_tokens.inc()
+        first = generation.first_token_at is None
+        (self.time_to_first_token if first else self.inter_token).observe(seconds)
+
+    def finished(self, generation: Generation) -> None:
+        end = generation.last_token_at or generation.submitted_at
+        self.generation_seconds.observe(end - generation.submitted_at)
 
 
 class ServerMetrics:
@@ -87,6 +147,7 @@ class ServerMetrics:
             "Time the warm-up inferences took; the server is ready only after they passed.",
             registry=self.registry,
         )
+        self.generation = GenerationMetrics(self.registry)
         self.ready = Gauge(
             "aidc_server_ready",
             "1 once the model is loaded and warmed up, else 0.",

@@ -7,8 +7,9 @@ with ``Retry-After`` when the engine's queue is full, 503 while loading. ``strea
 with server-sent events of ``chunk`` objects ending with ``data: [DONE]``; a client that goes away
 mid-stream cancels its generations. ``usage`` counts prompt and completion tokens.
 
-The built-in language model's tokens are UTF-8 bytes; its chat "template" is documented plain
-text: one ``<role>: <content>`` line per message, then ``assistant:`` to answer.
+The built-in language model's tokens are UTF-8 bytes; a Hugging Face model's are its tokenizer's,
+and chat messages go through the tokenizer's chat template. A model without one gets the documented
+plain template: one ``<role>: <content>`` line per message, then ``assistant:`` to answer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from aidc_trainer.models import LanguageModel
-from aidc_trainer.serving.engine import Engine, Generation, QueueFullError
+from aidc_trainer.pretrained import CausalLmLogits
+from aidc_trainer.serving.engine import CachedModel, Engine, EngineObserver, Generation, QueueFullError
+from aidc_trainer.serving.hf_cache import HFSlotCache
 from aidc_trainer.serving.kv_cache import SlotCache
 from aidc_trainer.serving.sampling import SamplingParams
 
@@ -49,23 +52,51 @@ class OpenAIError(Exception):
 
 @dataclass(frozen=True)
 class TextCodec:
-    """Text to token ids and back, and messages to a prompt."""
+    """Text to token ids and back, and chat messages to a prompt's ids."""
 
     encode: Callable[[str], list[int]]
     decode: Callable[[list[int]], str]
-    chat_prompt: Callable[[list[dict[str, str]]], str]
+    encode_chat: Callable[[list[dict[str, str]]], list[int]]
+    end_token: int | None = None
+
+
+def plain_chat(messages: list[dict[str, str]]) -> str:
+    """The documented template of models without one: a ``<role>: <content>`` line per message, then
+    ``assistant:`` to answer."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
 def byte_codec() -> TextCodec:
     """The built-in model's: UTF-8 bytes, and the plain chat template."""
 
-    def chat(messages: list[dict[str, str]]) -> str:
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    def encode(text: str) -> list[int]:
+        return list(text.encode("utf-8"))
 
     return TextCodec(
-        encode=lambda text: list(text.encode("utf-8")),
+        encode=encode,
         decode=lambda ids: bytes(ids).decode("utf-8", errors="replace"),
-        chat_prompt=chat,
+        encode_chat=lambda messages: encode(plain_chat(messages)),
+    )
+
+
+def tokenizer_codec(tokenizer: Any) -> TextCodec:
+    """A Hugging Face tokenizer's: its chat template where it has one (the template adds the special
+    tokens it wants), the plain template otherwise; generation ends at its end-of-sequence token."""
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text)["input_ids"])
+
+    def encode_chat(messages: list[dict[str, str]]) -> list[int]:
+        if not getattr(tokenizer, "chat_template", None):
+            return encode(plain_chat(messages))
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return TextCodec(
+        encode=encode,
+        decode=lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True)),
+        encode_chat=encode_chat,
+        end_token=tokenizer.eos_token_id,
     )
 
 
@@ -90,15 +121,26 @@ class OpenAIState:
 OPENAI: Final = web.AppKey("openai", OpenAIState)
 
 
-def builtin_endpoint(
-    module: object, name: str, *, slots: int = 16, max_waiting: int = 64
+def language_endpoint(
+    module: object,
+    name: str,
+    *,
+    slots: int = 16,
+    max_waiting: int = 64,
+    observer: EngineObserver | None = None,
 ) -> LanguageModelEndpoint | None:
-    """The endpoint of a built-in language model over bytes (None for any other model)."""
-    if not isinstance(module, LanguageModel) or module.tokens.num_embeddings != 256:
+    """The endpoint of a language model the routes can serve: the built-in one over bytes, or a
+    Hugging Face causal LM with its tokenizer (None for any other model)."""
+    if isinstance(module, LanguageModel) and module.tokens.num_embeddings == 256:
+        cache: CachedModel = SlotCache(module, slots)
+        codec, context = byte_codec(), module.context_length
+    elif isinstance(module, CausalLmLogits) and module.tokenizer is not None:
+        context = int(getattr(module.model.config, "max_position_embeddings", 0) or 2048)
+        cache, codec = HFSlotCache(module.model, slots, context), tokenizer_codec(module.tokenizer)
+    else:
         return None
-    codec = byte_codec()
-    engine = Engine(SlotCache(module, slots), context_length=module.context_length, max_waiting=max_waiting,
-                    text_of=codec.decode)  # fmt: skip
+    engine = Engine(cache, context_length=context, max_waiting=max_waiting, end_token=codec.end_token,
+                    text_of=codec.decode, observer=observer)  # fmt: skip
     return LanguageModelEndpoint(name, engine, codec, int(time.time()))
 
 
@@ -270,11 +312,10 @@ Shape = Callable[[int, str | None, str], dict[str, Any]]  # (index, finish_reaso
 
 
 async def _answer(
-    request: web.Request, kind: str, prompt_text: str, body: dict[str, Any], choice: Shape, delta: Shape
+    request: web.Request, kind: str, prompt: list[int], body: dict[str, Any], choice: Shape, delta: Shape
 ) -> web.StreamResponse:
     endpoint = _endpoint(request)
     params, n, stream = sampling_of(body)
-    prompt = endpoint.codec.encode(prompt_text)
     generations = _start(endpoint, prompt, params, n)
     identity = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{secrets.token_hex(12)}"
     head = {"id": identity, "created": int(time.time()), "model": endpoint.name}
@@ -363,19 +404,20 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 @_refusals
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
-    _endpoint(request, body)
+    endpoint = _endpoint(request, body)
 
     def choice(index: int, reason: str | None, text: str) -> dict[str, Any]:
         return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
 
-    return await _answer(request, "text_completion", _prompt_text(body), body, choice, choice)
+    prompt = endpoint.codec.encode(_prompt_text(body))
+    return await _answer(request, "text_completion", prompt, body, choice, choice)
 
 
 @_refusals
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     endpoint = _endpoint(request, body)
-    prompt = endpoint.codec.chat_prompt(_messages(body))
+    prompt = endpoint.codec.encode_chat(_messages(body))
 
     def choice(index: int, reason: str | None, text: str) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}

@@ -34,7 +34,7 @@ from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel, load_model
-from aidc_trainer.serving.openai_api import builtin_endpoint, warm_up
+from aidc_trainer.serving.openai_api import language_endpoint, warm_up
 from aidc_trainer.serving.settings import ServerSettings, parse_settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ Loader = Callable[[], LoadedModel]
 SHUTDOWN_SECONDS = 20.0
 
 
-async def start_serving(state: ServingState, load: Loader, *, max_batch_size: int, max_delay: float) -> None:
+async def start_serving(
+    state: ServingState, load: Loader, *, max_batch_size: int, max_delay: float, require_openai: bool = False
+) -> None:
     """Load the model off the event loop, warm it up, and only then mark the server ready.
 
     The warm-up runs one row and a full batch in the inference thread, outside the metrics, so
@@ -66,9 +68,16 @@ async def start_serving(state: ServingState, load: Loader, *, max_batch_size: in
     state.metrics.warmup_seconds.set(time.perf_counter() - started)
     state.servable, state.batcher = servable, batcher
     batcher.start()
-    endpoint = builtin_endpoint(loaded.module, state.model_name)
+    endpoint = language_endpoint(loaded.module, state.model_name)
+    if endpoint is None and require_openai:
+        raise ConfigError(
+            f"the {servable.task} model cannot be served on the OpenAI routes: they serve the built-in "
+            "language model over bytes (vocabSize 256) or a Hugging Face causal LM with its tokenizer"
+        )
     if endpoint is not None and state.openai is not None:
-        await warm_up(endpoint)
+        await warm_up(endpoint)  # outside the metrics, as the batcher's warm-up
+        endpoint.engine.observe(state.metrics.generation)
+        state.metrics.generation.watch(endpoint.engine)
         state.openai.endpoint = endpoint
     state.set_ready(True)
     log.info(
@@ -137,7 +146,11 @@ async def serve(
     loader = load or partial(load_model, settings.model_dir, settings.device)
     loading = asyncio.create_task(
         start_serving(
-            state, loader, max_batch_size=settings.max_batch_size, max_delay=settings.max_delay_ms / 1000.0
+            state,
+            loader,
+            max_batch_size=settings.max_batch_size,
+            max_delay=settings.max_delay_ms / 1000.0,
+            require_openai=settings.openai == contract.OPENAI_REQUIRED,
         )
     )
     stop = asyncio.create_task(stopping.wait())

@@ -46,6 +46,7 @@ class ServerSettings:
     auth_audiences: tuple[str, ...] = ()
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    openai: str = "auto"  # required: a model the OpenAI routes cannot serve is a config error
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -74,6 +75,12 @@ def _model_name(text: str) -> str:
 def _auth_mode(text: str) -> str:
     if text not in AUTH_MODES:
         raise ValueError(f"must be one of {', '.join(AUTH_MODES)}")
+    return text
+
+
+def _openai_mode(text: str) -> str:
+    if text not in ("auto", contract.OPENAI_REQUIRED):
+        raise ValueError(f"must be auto or {contract.OPENAI_REQUIRED}")
     return text
 
 
@@ -151,6 +158,13 @@ _FLAGS: Final[tuple[tuple[str, str | None, Callable[[str], object], object, str]
     ),
     ("--tls-cert-file", contract.ENV_TLS_CERT_FILE, Path, None, "serve HTTPS with this certificate (PEM)"),
     ("--tls-key-file", contract.ENV_TLS_KEY_FILE, Path, None, "the certificate's private key (PEM)"),
+    (
+        "--openai",
+        contract.ENV_OPENAI,
+        _openai_mode,
+        "auto",
+        "auto (the OpenAI routes for a language model they can serve) or required (fail otherwise)",
+    ),
 )
 
 
