@@ -9,7 +9,7 @@ TESTBED_DIR ?= .cache/testbed
 export PYTHONPATH := $(CURDIR)/hack/testbed
 
 .PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer bench-rl bench-fsdp \
-        bench-server bench-operator kind-e2e testbed-up testbed-down clean images host-packages
+        bench-server bench-llm bench-operator kind-e2e testbed-up testbed-down clean images host-packages
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -65,7 +65,7 @@ demo: venv tools images  ## the main job: a cluster with a real node, the operat
 demo-down:  ## stop what the demo left running and restore the machine
 	$(PY) hack/demo.py --dir $(TESTBED_DIR) --down
 
-bench: bench-trainer bench-rl bench-fsdp bench-server bench-operator  ## every benchmark that exists so far, each printing a table
+bench: bench-trainer bench-rl bench-fsdp bench-server bench-llm bench-operator  ## every benchmark that exists so far, each printing a table
 
 bench-trainer: venv  ## trainer samples/s vs a hand-written DDP loop; checkpoint save/load seconds
 	$(PY) benchmarks/trainer/bench_trainer.py
@@ -78,6 +78,9 @@ bench-fsdp: venv  ## FSDP vs DDP: model state bytes per rank and tokens/s at 1, 
 
 bench-server: venv  ## model server req/s and p50/p99, batched vs unbatched, at 1/16/64 clients
 	$(PY) benchmarks/server/bench_server.py
+
+bench-llm: venv  ## OpenAI routes (KV cache, continuous batching) vs one request at a time: tokens/s, TTFT, TPOT at 1/8/32 streams
+	$(PY) benchmarks/server/bench_llm.py
 
 bench-operator: venv tools  ## operator at scale on kwok nodes vs a bare client (flags: see the script)
 	$(PY) benchmarks/operator/bench_operator.py

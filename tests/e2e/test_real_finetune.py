@@ -32,7 +32,12 @@ request = urllib.request.Request("URL/v2/models/NAME/infer", data=json.dumps(bod
                                  headers={"Content-Type": "application/json"})
 with urllib.request.urlopen(request, timeout=60) as response:
     outputs = {o["name"]: o for o in json.load(response)["outputs"]}
-print(json.dumps({"next": outputs["next_token"]["data"][0]}))
+completion = {"model": "NAME", "prompt": "PROMPT", "max_tokens": 1, "temperature": 0}
+request = urllib.request.Request("OPENAI/completions", data=json.dumps(completion).encode(),
+                                 headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=60) as response:
+    text = json.load(response)["choices"][0]["text"]
+print(json.dumps({"next": outputs["next_token"]["data"][0], "text": text}))
 """
 
 
@@ -83,8 +88,11 @@ def test_lora_fine_tunes_a_pretrained_model_from_a_claim_and_its_merged_export_i
     ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
     from aidc_testbed.release import image_refs
 
-    script = ASK.replace("URL", ready["status"]["url"]).replace("NAME", name)
+    assert ready["status"]["protocol"] == "v2+openai" and ready["status"]["model"]["task"] == "language-model"
+    script = ASK.replace("OPENAI", ready["status"]["openaiUrl"]).replace("URL", ready["status"]["url"])
+    script = script.replace("NAME", name).replace("PROMPT", PROMPT)
     script = script.replace("LENGTH", str(len(ids))).replace("IDS", json.dumps(ids))
     printed = run_client_pod(kube, namespace, image_refs(testbed.config)["aidc-trainer"], script, wait_for)
     answer = json.loads(printed.strip().splitlines()[-1])
     assert tokenizer.decode([answer["next"]]) == "blue", answer
+    assert answer["text"].strip() == "blue", answer  # the same model on the OpenAI routes
