@@ -129,3 +129,20 @@ def test_the_reason_column_shows_why_the_job_is_in_its_phase(
     )
     (row,) = _table(kube, f"/apis/aidc.io/v1alpha1/namespaces/{namespace}/trainingjobs")
     assert (row["Phase"], row["Reason"]) == ("Failed", "BackoffLimitExceeded")
+
+
+def test_the_protocol_column_tells_a_language_models_service(
+    kube: client.ApiClient, crds_applied: list[str], namespace: str
+) -> None:
+    api = client.CustomObjectsApi(kube)
+    api.create_namespaced_custom_object("aidc.io", "v1alpha1", namespace, "inferenceservices", INFERENCE_SERVICE)
+    name = INFERENCE_SERVICE["metadata"]["name"]
+    status = {"phase": "Ready", "protocol": "v2+openai", "url": "http://ok.ns.svc.cluster.local:8080",
+              "openaiUrl": "http://ok.ns.svc.cluster.local:8080/v1"}  # fmt: skip
+    api.patch_namespaced_custom_object_status(
+        "aidc.io", "v1alpha1", namespace, "inferenceservices", name, {"status": status}
+    )
+    (row,) = _table(kube, f"/apis/aidc.io/v1alpha1/namespaces/{namespace}/inferenceservices")
+    assert (row["Phase"], row["Protocol"]) == ("Ready", "v2+openai")
+    stored = api.get_namespaced_custom_object("aidc.io", "v1alpha1", namespace, "inferenceservices", name)
+    assert stored["status"]["openaiUrl"].endswith("/v1")  # kept by the schema, not pruned

@@ -87,7 +87,7 @@ def test_names_printer_columns_and_subresources() -> None:
         assert set(version["subresources"]) == {"status", "scale"}
     columns = lambda crd: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]  # noqa: E731
     assert columns(tj)[:5] == ["Phase", "Ready", "Progress", "Restarts", "Age"]
-    assert columns(isvc) == ["Phase", "Ready", "URL", "Model", "Age", "Reason"]
+    assert columns(isvc) == ["Phase", "Ready", "URL", "Protocol", "Model", "Age", "Reason"]
     # the reason of the phase, not the first condition a JSONPath matches (AllRanksScheduled on a Failed job)
     for crd in (tj, isvc):
         reason = next(c for c in crd["spec"]["versions"][0]["additionalPrinterColumns"] if c["name"] == "Reason")

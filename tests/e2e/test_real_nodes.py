@@ -162,6 +162,8 @@ def test_trains_on_real_pods_exports_and_serves_through_the_service(
     assert sorted(p.name for p in folder.glob("ckpt-*.pt")) == ["ckpt-000000020.pt", "ckpt-000000030.pt"]
     model = folder / "export" / "final" / "model.pt"
     assert model.is_file() and model.stat().st_uid == 1000  # written by the non-root trainer itself
+    exported = done["status"]["model"]  # both exports, and the final one's size for the start-up probe
+    assert exported["bestPath"] == f"{job}/export/best" and exported["sizeBytes"] >= model.stat().st_size
 
     records = log_records(testbed.kubeconfig, namespace, f"{job}-0")  # `kubectl logs` of a rank
     assert any(r.get("msg") == "resumed from checkpoint" or "step" in r for r in records), records[-5:]

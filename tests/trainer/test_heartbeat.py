@@ -41,6 +41,12 @@ def heartbeat(**changes: Any) -> dict[str, Any]:
     return build_heartbeat(**values)
 
 
+def test_the_model_says_where_both_exports_are_and_how_big_the_final_one_is() -> None:
+    document = heartbeat(model_path="export/final", model_best_path="export/best", model_bytes=4096)
+    assert document["model"] == {"path": "export/final", "bestPath": "export/best", "bytes": 4096}
+    assert heartbeat(model_path="export/final")["model"] == {"path": "export/final"}
+
+
 def test_build_heartbeat_has_exactly_the_contract_fields() -> None:
     document = heartbeat()
     assert tuple(document) == contract.HEARTBEAT_FIELDS
@@ -207,7 +213,8 @@ def test_a_training_run_reports_to_the_api_server(
         json.loads(api_server.requests[-1].body)["metadata"]["annotations"][contract.ANNOTATION_PROGRESS]
     )
     assert final["step"] == final["totalSteps"] == 14  # 205 examples / 32 -> 7 steps x 2 epochs
-    assert final["model"] == {"path": contract.EXPORT_FINAL}
+    assert final["model"]["path"] == contract.EXPORT_FINAL and final["model"]["bestPath"] == contract.EXPORT_BEST
+    assert final["model"]["bytes"] > 0  # the operator sizes the server's start-up probe by it
     assert final["checkpoint"] == {"path": "ckpt-000000014.pt", "step": 14}
     assert 0 <= final["metrics"]["validationAccuracy"] <= 1
     assert len(api_server.requests) >= 2  # periodic ones before the final one

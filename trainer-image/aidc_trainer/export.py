@@ -104,6 +104,11 @@ def write_export(
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def folder_bytes(directory: Path) -> int:
+    """The size of the files under ``directory`` (what a server reads to load the export)."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of the export in ``directory`` (ValueError when it is not an aidc export)."""
     manifest = json.loads((directory / contract.MODEL_MANIFEST).read_text())

@@ -58,6 +58,8 @@ def build_heartbeat(
     checkpoint_step: int | None,
     model_path: str | None,
     now: datetime.datetime,
+    model_best_path: str | None = None,
+    model_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The heartbeat document (keys exactly ``contract.HEARTBEAT_FIELDS``).
 
@@ -76,11 +78,23 @@ def build_heartbeat(
         "checkpoint": (
             None if checkpoint_path is None else {"path": checkpoint_path, "step": checkpoint_step}
         ),
-        "model": None if model_path is None else {"path": model_path},
+        "model": _model(model_path, model_best_path, model_bytes),
         "time": rfc3339(now),
     }
     assert tuple(heartbeat) == contract.HEARTBEAT_FIELDS
     return heartbeat
+
+
+def _model(path: str | None, best_path: str | None, size: int | None) -> dict[str, Any] | None:
+    """Where the exports are and how big the final one is (the operator sizes start-up probes by it)."""
+    if path is None:
+        return None
+    model: dict[str, Any] = {"path": path}
+    if best_path is not None:
+        model["bestPath"] = best_path
+    if size is not None:
+        model["bytes"] = size
+    return model
 
 
 def progress_patch(heartbeat: Mapping[str, Any]) -> dict[str, Any]:

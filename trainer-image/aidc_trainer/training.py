@@ -40,7 +40,7 @@ from aidc_trainer.distributed import (
 )
 from aidc_trainer.environment import RunEnvironment
 from aidc_trainer.errors import ConfigError, DataError
-from aidc_trainer.export import build_manifest, write_export
+from aidc_trainer.export import build_manifest, folder_bytes, write_export
 from aidc_trainer.heartbeat import HeartbeatReporter, HeartbeatSender, build_heartbeat
 from aidc_trainer.logs import fields
 from aidc_trainer.metrics import TrainerMetrics
@@ -148,6 +148,8 @@ class Trainer:
         self.last_checkpoint: SavedCheckpoint | None = None  # rank 0 only
         self._checkpointed_step = -1  # every rank: the step of the newest checkpoint
         self.model_path: str | None = None
+        self.model_best_path: str | None = None
+        self.model_bytes: int | None = None
         self.metrics = TrainerMetrics(env.job_name)
         self._reporter: HeartbeatReporter | None = None
         self._samples_per_second: float | None = None
@@ -432,6 +434,8 @@ class Trainer:
             checkpoint_path=checkpoint.path.name if checkpoint else None,
             checkpoint_step=checkpoint.step if checkpoint else None,
             model_path=self.model_path,
+            model_best_path=self.model_best_path,
+            model_bytes=self.model_bytes,
             now=datetime.datetime.now(datetime.UTC),
         )
         self.metrics.step.set(position.step)
@@ -538,6 +542,10 @@ class Trainer:
             self._export(task, position, contract.EXPORT_BEST)  # no validation metric: best is final
         if self.exports:
             self.model_path = contract.EXPORT_FINAL
+        if self.exports and self.checkpoint_dir is not None:
+            self.model_bytes = folder_bytes(self.checkpoint_dir / contract.EXPORT_FINAL)
+            if (self.checkpoint_dir / contract.EXPORT_BEST / contract.MODEL_MANIFEST).is_file():
+                self.model_best_path = contract.EXPORT_BEST
 
     def _start_reporter(self) -> None:
         self._reporter = HeartbeatReporter(HeartbeatSender.from_environment(self.env))
