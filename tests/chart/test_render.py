@@ -36,7 +36,7 @@ MODES = pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster-wide",
 
 
 def test_lint_is_clean_in_strict_mode() -> None:
-    for values in ({}, NAMESPACED, {"metrics": {"serviceMonitor": {"enabled": True}}}):
+    for values in ({}, NAMESPACED, {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitors": {"enabled": True}}}):
         path = values_file(values)
         try:
             result = helm("lint", "--strict", str(CHART), "-f", str(path))
@@ -393,6 +393,40 @@ def test_service_monitor_is_optional() -> None:
     ]
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
+
+
+def _sanitized(label: str) -> str:
+    """A pod label's name as Prometheus's Kubernetes discovery spells it (__meta_kubernetes_pod_label_<name>)."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def test_pod_monitors_select_the_pods_the_operator_creates_and_name_their_resource() -> None:
+    from aidc import contract
+    from aidc.compute.gang import rank_labels
+    from aidc.identity.labels import serving_labels
+    from tests.factories import inference_service, training_job
+
+    assert not of_kind(render({}), "PodMonitor")
+    values = {"watchNamespaces": ["ml"], "metrics": {"podMonitors": {"enabled": True, "labels": {"release": "prom"}}}}
+    trainers, servers = of_kind(render(values, release="ops"), "PodMonitor")
+    job = training_job()
+    rank0, rank1 = rank_labels(job, 0, 1), rank_labels(job, 1, 1)
+    wanted = trainers["spec"]["selector"]["matchLabels"]
+    assert wanted.items() <= rank0.items() and not wanted.items() <= rank1.items()  # rank 0 only serves metrics
+    assert servers["spec"]["selector"]["matchLabels"].items() <= serving_labels(inference_service()).items()
+    for monitor, port, label, target in (
+        (trainers, "metrics", contract.LABEL_JOB_NAME, "trainingjob"),
+        (servers, "http", contract.LABEL_SERVICE_NAME, "inferenceservice"),
+    ):
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert (endpoint["port"], endpoint["path"]) == (port, "/metrics")
+        assert {"sourceLabels": [_sanitized(label)], "targetLabel": target} in endpoint["relabelings"]
+    everywhere = {"metrics": {"podMonitors": {"enabled": True, "serverScheme": "https"}}}
+    _, secure = of_kind(render(everywhere), "PodMonitor")
+    assert secure["spec"]["namespaceSelector"] == {"any": True}
+    assert secure["spec"]["podMetricsEndpoints"][0]["scheme"] == "https"
 
 
 def test_helm_test_hook_fetches_healthz_through_the_service_with_the_operators_image() -> None:
