@@ -36,7 +36,11 @@ MODES = pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster-wide",
 
 
 def test_lint_is_clean_in_strict_mode() -> None:
-    for values in ({}, NAMESPACED, {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitors": {"enabled": True}}}):
+    for values in (
+        {},
+        NAMESPACED,
+        {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitors": {"enabled": True}}},
+    ):
         path = values_file(values)
         try:
             result = helm("lint", "--strict", str(CHART), "-f", str(path))
