@@ -36,7 +36,11 @@ MODES = pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster-wide",
 
 
 def test_lint_is_clean_in_strict_mode() -> None:
-    for values in ({}, NAMESPACED, {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitors": {"enabled": True}}}):
+    for values in (
+        {},
+        NAMESPACED,
+        {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitors": {"enabled": True}}},
+    ):
         path = values_file(values)
         try:
             result = helm("lint", "--strict", str(CHART), "-f", str(path))
@@ -427,6 +431,11 @@ def test_pod_monitors_select_the_pods_the_operator_creates_and_name_their_resour
     _, secure = of_kind(render(everywhere), "PodMonitor")
     assert secure["spec"]["namespaceSelector"] == {"any": True}
     assert secure["spec"]["podMetricsEndpoints"][0]["scheme"] == "https"
+
+
+def test_json_logs_are_a_value_away() -> None:
+    assert "--log-format=json" not in operator_container(render({}))["args"]
+    assert "--log-format=json" in operator_container(render({"operator": {"logFormat": "json"}}))["args"]
 
 
 def test_helm_test_hook_fetches_healthz_through_the_service_with_the_operators_image() -> None:
