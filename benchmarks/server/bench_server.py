@@ -112,7 +112,7 @@ def wait_listening(process: subprocess.Popen[bytes], log: Path, timeout: float =
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
             record = json.loads(line) if line.startswith("{") else {}
-            if record.get("msg") == "listening":
+            if record.get("message") == "listening":
                 return f"http://127.0.0.1:{record['port']}"
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()}")

@@ -57,19 +57,14 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
     import dataclasses
-    import logging
 
-    from aidc.runtime import handlers  # noqa: F401  (registers the handlers; imported before the gc freeze)
+    from aidc.runtime import handlers, logs  # noqa: F401  (registers the handlers; imported before the gc freeze)
     from aidc.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()
     if args.leader_election is not None:
         settings = dataclasses.replace(settings, leader_election=args.leader_election)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # one INFO line per handled event drowns what matters at any scale
-    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    logs.configure(args.log_format, args.verbose)
     _tune_garbage_collection()
     with contextlib.suppress(asyncio.CancelledError):  # what kopf.run does too
         asyncio.run(_operate(args, settings))
@@ -132,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the handlers only while holding the Lease (AIDC_LEADER_ELECTION; the chart turns it on)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or one JSON object per line with the trainer's and server's keys",
+    )
     run.set_defaults(run=_run)
     args = parser.parse_args(argv)
     return int(args.run(args))

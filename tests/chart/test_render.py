@@ -433,6 +433,11 @@ def test_pod_monitors_select_the_pods_the_operator_creates_and_name_their_resour
     assert secure["spec"]["podMetricsEndpoints"][0]["scheme"] == "https"
 
 
+def test_json_logs_are_a_value_away() -> None:
+    assert "--log-format=json" not in operator_container(render({}))["args"]
+    assert "--log-format=json" in operator_container(render({"operator": {"logFormat": "json"}}))["args"]
+
+
 def test_helm_test_hook_fetches_healthz_through_the_service_with_the_operators_image() -> None:
     image = {"repository": "registry.example/aidc", "tag": "9", "pullPolicy": "Always"}
     objects = render({"image": image, "test": {"podAnnotations": {"a": "b"}}}, release="r")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,12 +29,17 @@ def operator_process(testbed: Any, namespace: str, tmp_path: Path) -> Iterator[d
            "AIDC_HEALTH_PORT": str(health), "AIDC_NAMESPACES": namespace}  # fmt: skip
     log = (tmp_path / "operator.log").open("wb")
     aidc = Path(sys.executable).with_name("aidc")
-    process = subprocess.Popen([str(aidc), "run", "--standalone"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    argv = [str(aidc), "run", "--standalone", "--log-format", "json"]
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield {"metrics": metrics, "health": health}
     finally:
         process.terminate()
-        assert process.wait(timeout=30) == 0, (tmp_path / "operator.log").read_text()[-3000:]
+        text = (tmp_path / "operator.log").read_text()
+        assert process.wait(timeout=30) == 0, text[-3000:]
+    # every line one JSON object with the keys the trainer and the server write
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= line.keys() for line in lines), text[-3000:]
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

@@ -88,7 +88,7 @@ def log_records(kubeconfig: Path, namespace: str, pod: str) -> list[dict[str, An
 
 
 def resumptions(kubeconfig: Path, namespace: str, pod: str) -> list[dict[str, Any]]:
-    return [r for r in log_records(kubeconfig, namespace, pod) if r.get("msg") == "resumed from checkpoint"]
+    return [r for r in log_records(kubeconfig, namespace, pod) if r.get("message") == "resumed from checkpoint"]
 
 
 def progress_step(job: dict[str, Any]) -> int:
@@ -166,7 +166,7 @@ def test_trains_on_real_pods_exports_and_serves_through_the_service(
     assert exported["bestPath"] == f"{job}/export/best" and exported["sizeBytes"] >= model.stat().st_size
 
     records = log_records(testbed.kubeconfig, namespace, f"{job}-0")  # `kubectl logs` of a rank
-    assert any(r.get("msg") == "resumed from checkpoint" or "step" in r for r in records), records[-5:]
+    assert any(r.get("message") == "resumed from checkpoint" or "step" in r for r in records), records[-5:]
     ready = wait_for(lambda: get(kube, namespace, ISVC, "digits"), until=lambda s: condition_is(s, "Ready"),
                      timeout=180)  # fmt: skip
     url = ready["status"]["url"]
@@ -195,7 +195,9 @@ def test_a_killed_rank_restarts_the_gang_which_resumes_from_its_checkpoint(
     events = client.CoreV1Api(kube).list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}").items
     assert any(f"rank 1 (pod {job}-1) exited with code 137" in (e.message or "") for e in events)
     resumed = [
-        r for r in log_records(testbed.kubeconfig, namespace, f"{job}-0") if r.get("msg") == "resumed from checkpoint"
+        r
+        for r in log_records(testbed.kubeconfig, namespace, f"{job}-0")
+        if r.get("message") == "resumed from checkpoint"
     ]
     assert resumed and resumed[0]["step"] >= 10 and resumed[0]["step"] % 10 == 0
 
@@ -216,7 +218,9 @@ def test_deleting_a_rank_checkpoints_on_sigterm_and_the_gang_resumes_there(
              if s["state"].get("terminated")]  # fmt: skip
     assert ended and ended[-1]["exitCode"] == 143, ended
     resumed = [
-        r for r in log_records(testbed.kubeconfig, namespace, f"{job}-0") if r.get("msg") == "resumed from checkpoint"
+        r
+        for r in log_records(testbed.kubeconfig, namespace, f"{job}-0")
+        if r.get("message") == "resumed from checkpoint"
     ]
     assert resumed, "the new gang did not resume"
     assert 5 <= resumed[0]["step"] < 300

@@ -187,7 +187,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for record in self.read_log():
-                if record.get("msg") == "listening":
+                if record.get("message") == "listening":
                     host = "localhost" if record.get("scheme") == "https" else "127.0.0.1"
                     self.url = f"{record.get('scheme', 'http')}://{host}:{record['port']}"
                     return

@@ -270,7 +270,7 @@ def test_the_served_process_takes_its_key_and_certificate_from_the_environment(
         process.wait_listening()
         assert process.url.startswith("https://localhost:")
         asyncio.run(scenario())
-        listening = next(r for r in process.read_log() if r.get("msg") == "listening")
+        listening = next(r for r in process.read_log() if r.get("message") == "listening")
         assert (listening["scheme"], listening["auth"]) == ("https", "api-key")
         assert KEY not in process.log.read_text()
     finally:

@@ -233,7 +233,7 @@ def test_an_unbatched_server_runs_one_row_per_pass_and_stops_cleanly(classifier_
     finally:
         code = process.stop()
     assert code == 0
-    assert process.read_log()[-1]["msg"] == "stopped"
+    assert process.read_log()[-1]["message"] == "stopped"
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_bad_input_exits_with_a_permanent_code_and_one_line(
     assert codes == [code]
     errors = [json.loads(line) for line in gang.leader.stderr.splitlines() if line.startswith("{")]
     errors = [entry for entry in errors if entry["level"] == "error"]
-    assert len(errors) == 1 and message in errors[0]["msg"] and "\n" not in errors[0]["msg"]
+    assert len(errors) == 1 and message in errors[0]["message"] and "\n" not in errors[0]["message"]
     summary = gang.leader.termination()
     assert summary["exitCode"] == code and message in summary["message"]
     assert "Traceback" not in gang.leader.stderr
