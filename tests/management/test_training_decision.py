@@ -342,7 +342,12 @@ def test_heartbeat_lands_in_progress_checkpoint_and_model() -> None:
     status = status_of(plan)
     assert status["progress"]["percent"] == 25 and status["progress"]["metrics"] == {"accuracy": 0.9}
     assert status["checkpoint"]["path"] == "mnist/ckpt-000000050.pt"
-    assert status["model"] == {"claimName": "mnist-checkpoints", "path": "mnist/export/final", "step": 50, "task": "classifier"}
+    assert status["model"] == {
+        "claimName": "mnist-checkpoints",
+        "path": "mnist/export/final",
+        "step": 50,
+        "task": "classifier",
+    }
 
 
 RL_SPEC: dict[str, Any] = {
