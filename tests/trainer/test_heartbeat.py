@@ -194,11 +194,20 @@ def test_reporter_sends_in_the_background_and_the_final_one_last(
     assert bodies[-1]["step"] == 400 and bodies[-1]["model"] == {"path": "export/final"}
 
 
+CLASSIFIER = {"task": "classifier", "dataset": {"source": "synthetic", "samples": 256}, "epochs": 2}
+# one rank x 2 envs x 32 steps = 64 environment steps per iteration, 4 iterations
+PPO = {
+    "task": "reinforcement-learning",
+    "reinforcementLearning": {"environment": {"gymnasiumId": "CartPole-v1"}, "totalSteps": 256, "envsPerRank": 2,
+                              "rolloutSteps": 32, "evaluationEpisodes": 1, "ppo": {"minibatches": 2, "epochs": 1}},
+}  # fmt: skip
+
+
 @pytest.mark.trainer
 def test_a_training_run_reports_to_the_api_server(
     api_server: FakeApiServer, serviceaccount: Path, tmp_path: Path
 ) -> None:
-    config = {"task": "classifier", "dataset": {"source": "synthetic", "samples": 256}, "epochs": 2}
+    config = CLASSIFIER
     env = {
         "AIDC_API_SERVER": api_server.url,
         "AIDC_SERVICEACCOUNT_DIR": str(serviceaccount),
@@ -218,3 +227,25 @@ def test_a_training_run_reports_to_the_api_server(
     assert final["checkpoint"] == {"path": "ckpt-000000014.pt", "step": 14}
     assert 0 <= final["metrics"]["validationAccuracy"] <= 1
     assert len(api_server.requests) >= 2  # periodic ones before the final one
+
+
+@pytest.mark.trainer
+def test_a_reinforcement_learning_run_reports_its_exports_too(
+    api_server: FakeApiServer, serviceaccount: Path, tmp_path: Path
+) -> None:
+    """The PPO trainer ends its own way; its heartbeat names both exports and the final one's size."""
+    env = {
+        "AIDC_API_SERVER": api_server.url,
+        "AIDC_SERVICEACCOUNT_DIR": str(serviceaccount),
+        contract.ENV_POD_NAME: "agent-0",
+        contract.ENV_POD_NAMESPACE: "team-b",
+        contract.ENV_HEARTBEAT_SECONDS: "0",
+    }
+    codes, gang = run(tmp_path, PPO, checkpoint_dir=tmp_path / "ckpt", env=env)
+    assert codes == [0], gang.report()
+    final = json.loads(
+        json.loads(api_server.requests[-1].body)["metadata"]["annotations"][contract.ANNOTATION_PROGRESS]
+    )
+    assert final["step"] == final["totalSteps"] == 256
+    assert final["model"]["path"] == contract.EXPORT_FINAL and final["model"]["bestPath"] == contract.EXPORT_BEST
+    assert final["model"]["bytes"] > 0

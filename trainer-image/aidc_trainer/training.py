@@ -517,15 +517,7 @@ class Trainer:
         self._samples_per_second = samples_done / loop_seconds if samples_done and loop_seconds > 0 else None
 
         if stopped:
-            self._checkpoint(task, position)
-            _log.log(
-                logging.WARNING if self.leader else logging.INFO,
-                "stopped on request; checkpoint saved" if self.checkpointing else "stopped on request",
-                extra=fields(step=position.step, signal=self.preemption.signal_name),
-            )
-            self._finish_reports(position, meter, total)
-            barrier(self.gang)
-            return self._result("preempted", position, total)
+            return self._stop_on_request(task, position, meter, total)
 
         if position.evaluated_step != position.step:
             self._evaluate(task, position)  # the run ended mid-epoch (maxSteps): measure what is exported
@@ -535,11 +527,27 @@ class Trainer:
         barrier(self.gang)
         return self._result("completed", position, total)
 
+    def _stop_on_request(self, task: Task, position: Position, meter: _Throughput, total: int) -> RunResult:
+        """SIGTERM: a checkpoint, the last reports, and the gang leaves together (exit 143)."""
+        self._checkpoint(task, position)
+        _log.log(
+            logging.WARNING if self.leader else logging.INFO,
+            "stopped on request; checkpoint saved" if self.checkpointing else "stopped on request",
+            extra=fields(step=position.step, signal=self.preemption.signal_name),
+        )
+        self._finish_reports(position, meter, total)
+        barrier(self.gang)
+        return self._result("preempted", position, total)
+
     def _export_final(self, task: Task, position: Position) -> None:
         self._export(task, position, contract.EXPORT_FINAL)
         best = self.checkpoint_dir / contract.EXPORT_BEST if self.checkpoint_dir is not None else None
         if broadcast_object(self.exports and best is not None and not best.exists(), self.gang):
             self._export(task, position, contract.EXPORT_BEST)  # no validation metric: best is final
+        self._report_exports()
+
+    def _report_exports(self) -> None:
+        """What the heartbeat says of the exports: where both are, and the final one's size."""
         if self.exports:
             self.model_path = contract.EXPORT_FINAL
         if self.exports and self.checkpoint_dir is not None:

@@ -102,22 +102,14 @@ class PolicyTrainer(Trainer):
         meter = _Throughput(position.step)
         stopped = self._loop(task, position, meter, total)
         if stopped:
-            self._checkpoint(task, position)
-            _log.log(
-                logging.WARNING if self.leader else logging.INFO,
-                "stopped on request; checkpoint saved" if self.checkpoint_dir else "stopped on request",
-                extra=fields(step=position.step, signal=self.preemption.signal_name),
-            )
-            self._finish_reports(position, meter, total)
-            barrier(self.gang)
-            return self._result("preempted", position, total)
+            return self._stop_on_request(task, position, meter, total)
         if position.evaluated_step != position.step:
             self._evaluate(task, position)
         self._checkpoint(task, position)
         if self.checkpoint_dir is not None:
             self._export(task, position, contract.EXPORT_FINAL)
             self._export(task, position, contract.EXPORT_BEST)  # one evaluation: best is final
-            self.model_path = contract.EXPORT_FINAL
+        self._report_exports()
         self._finish_reports(position, meter, total)
         barrier(self.gang)
         return self._result("completed", position, total)
