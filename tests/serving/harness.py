@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,17 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def ready_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A started server once it is ready; stopped afterwards."""
+    process = start_process(args, log, env)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
 
 
 def start_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> ServerProcess:

@@ -12,23 +12,18 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.serving.harness import ServerProcess, request, start_process
+from tests.serving.harness import ServerProcess, metric_samples, ready_process, request
 
 MODEL = "tiny-lm"
 
 
 @pytest.fixture(scope="module")
 def server(language_model_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_process(
-        ["--model-name", MODEL, "--port", "0"],
-        tmp_path_factory.mktemp("logs") / "server.log",
-        env={"AIDC_MODEL_DIR": str(language_model_export), "AIDC_MAX_REQUEST_BYTES": "65536"},
-    )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    env = {"AIDC_MODEL_DIR": str(language_model_export), "AIDC_MAX_REQUEST_BYTES": "65536"}
+    with ready_process(
+        ["--model-name", MODEL, "--port", "0"], tmp_path_factory.mktemp("logs") / "server.log", env
+    ) as up:
+        yield up
 
 
 @pytest.fixture
@@ -136,9 +131,7 @@ def test_a_client_that_leaves_mid_stream_does_not_hurt_the_next(client: openai.O
 
 def test_generations_reach_the_metrics(client: openai.OpenAI, server: ServerProcess) -> None:
     def sample(name: str) -> float:
-        text = request(server.url, "GET", "/metrics").body.decode()
-        lines = [line for line in text.splitlines() if line.startswith(f"{name} ")]
-        return float(lines[0].split()[1]) if lines else 0.0
+        return metric_samples(server.url).get((name, ()), 0.0)
 
     before = {name: sample(name) for name in ("aidc_server_generated_tokens_total", "aidc_server_prompt_tokens_total",
                                               "aidc_server_time_to_first_token_seconds_count",

@@ -18,23 +18,18 @@ from aidc_trainer.serving.engine import Engine
 from aidc_trainer.serving.hf_cache import HFSlotCache
 from aidc_trainer.serving.openai_api import plain_chat, tokenizer_codec
 from aidc_trainer.serving.sampling import SamplingParams
-from tests.serving.harness import ServerProcess, request, start_process
+from tests.serving.harness import ServerProcess, ready_process, request
 
 MODEL = "tiny-llama"
 
 
 @pytest.fixture(scope="module")
 def server(pretrained_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_process(
-        ["--model-name", MODEL, "--port", "0"],
-        tmp_path_factory.mktemp("logs") / "server.log",
-        env={"AIDC_MODEL_DIR": str(pretrained_export)},
-    )
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    env = {"AIDC_MODEL_DIR": str(pretrained_export)}
+    with ready_process(
+        ["--model-name", MODEL, "--port", "0"], tmp_path_factory.mktemp("logs") / "server.log", env
+    ) as up:
+        yield up
 
 
 @pytest.fixture
