@@ -68,9 +68,11 @@ def test_operator_process_serves_liveness_and_metrics(
     )
     text = wait_for(
         lambda: _get(operator_process["metrics"], "/metrics")[1],
-        until=lambda t: 'aidc_operator_trainingjobs{phase="Succeeded"} 1.0' in t,
+        until=lambda t: f'aidc_operator_trainingjobs{{namespace="{namespace}",phase="Succeeded"}} 1.0' in t,
     )
     assert 'aidc_operator_trainingjob_transitions_total{from_phase="Running",to_phase="Succeeded"} 1.0' in text
     assert 'aidc_operator_api_requests_total{code="2xx",resource="pod",verb="create"} 2.0' in text
-    assert "aidc_operator_trainingjob_time_to_running_seconds_count 1.0" in text
+    assert f'aidc_operator_trainingjob_time_to_running_seconds_count{{namespace="{namespace}"}} 1.0' in text
+    labels = f'namespace="{namespace}",phase="Succeeded",reason="Succeeded",trainingjob="metered"'
+    assert f"aidc_operator_trainingjob_phase{{{labels}}} 1.0" in text
     assert "aidc_operator_reconcile_duration_seconds_count" in text

@@ -15,8 +15,11 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-PREFIX = "aidc_operator"
+from aidc.management.fleet_metrics import PREFIX, FleetCollector
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+# a GPU fleet's queue: seconds when it is idle, hours when it is full
+WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 57600, 86400)
 
 
 class OperatorMetrics:
@@ -28,6 +31,9 @@ class OperatorMetrics:
             collector(registry=registry)
         self._job_families(registry)
         self._pass_families(registry)
+        # jobs and services by namespace and phase, per resource, GPU-seconds: counted when scraped
+        self.fleet = FleetCollector()
+        registry.register(self.fleet)
         self.leader = Gauge(
             f"{PREFIX}_leader",
             "1 while this replica runs the handlers (it holds the lease, or leader election is off); 0 on standby",
@@ -35,8 +41,7 @@ class OperatorMetrics:
         )
 
     def _job_families(self, registry: CollectorRegistry) -> None:
-        """TrainingJobs: by phase, their transitions and restarts, how long they wait."""
-        self.jobs = Gauge(f"{PREFIX}_trainingjobs", "TrainingJobs by phase", ["phase"], registry=registry)
+        """TrainingJobs: their transitions and restarts, how long they wait (the counts: ``fleet``)."""
         self.transitions = Counter(
             f"{PREFIX}_trainingjob_transitions_total",
             "Phase transitions",
@@ -44,18 +49,23 @@ class OperatorMetrics:
             registry=registry,
         )
         self.restarts = Counter(
-            f"{PREFIX}_trainingjob_restarts_total", "Whole-gang restarts", ["reason"], registry=registry
+            f"{PREFIX}_trainingjob_restarts_total",
+            "Whole-gang restarts, by namespace and reason",
+            ["namespace", "reason"],
+            registry=registry,
         )
         self.time_to_running = Histogram(
             f"{PREFIX}_trainingjob_time_to_running_seconds",
-            "From the job's creation to all ranks running",
-            buckets=LATENCY_BUCKETS,
+            "From the job's creation to all ranks running (its first gang), by namespace",
+            ["namespace"],
+            buckets=WAIT_BUCKETS,
             registry=registry,
         )
         self.scheduling_wait = Histogram(
             f"{PREFIX}_trainingjob_scheduling_wait_seconds",
-            "From the gang's creation to all ranks running (queueing and scheduling)",
-            buckets=LATENCY_BUCKETS,
+            "From the gang's creation to all ranks running (queueing and scheduling), by namespace",
+            ["namespace"],
+            buckets=WAIT_BUCKETS,
             registry=registry,
         )
 
@@ -100,22 +110,26 @@ class OperatorMetrics:
             registry=registry,
         )
 
-    def record_phase_change(self, created: str | None, old: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
-        """A TrainingJob's status moved from ``old`` to ``new``; ``created``: its creationTimestamp."""
+    def record_phase_change(
+        self, metadata: dict[str, Any], old: dict[str, Any], new: dict[str, Any], now: datetime
+    ) -> None:
+        """A TrainingJob's status moved from ``old`` to ``new``; ``metadata``: the job's."""
         before, after = old.get("phase"), new.get("phase")
         if before == after:
             return
+        namespace = str(metadata.get("namespace", ""))
         self.transitions.labels(before or "New", after or "Pending").inc()
         if after == "Restarting":
             reason = next((c["reason"] for c in new.get("conditions", []) if c["type"] == "Restarting"), "Unknown")
-            self.restarts.labels(reason).inc()
+            self.restarts.labels(namespace, reason).inc()
         if after != "Running":
             return
+        created = metadata.get("creationTimestamp")
         if created and new.get("restarts", 0) == 0:
-            self.time_to_running.observe((now - _parse_time(created)).total_seconds())
+            self.time_to_running.labels(namespace).observe((now - _parse_time(created)).total_seconds())
         gang = new.get("gangCreatedTime")
         if gang:
-            self.scheduling_wait.observe((now - _parse_time(gang)).total_seconds())
+            self.scheduling_wait.labels(namespace).observe((now - _parse_time(gang)).total_seconds())
 
 
 def _parse_time(value: str) -> datetime:

@@ -200,7 +200,7 @@ class TrainingReconciler:
                 updated = await self.cluster.patch_status(PLURAL, meta["namespace"], meta["name"], patch)
         new = plan.status or seen
         memory.phase = new.get("phase")
-        self.metrics.record_phase_change(job.metadata.get("creationTimestamp"), seen, new, datetime.now(UTC))
+        self.metrics.record_phase_change(job.metadata, seen, new, datetime.now(UTC))
         for event in plan.events:
             await self.cluster.post_event(body, event)
         return updated, wait

@@ -41,6 +41,16 @@ class Memory:
     spec: tuple[tuple[Any, Any], Any] | None = None
 
 
+@dataclass(frozen=True)
+class Held:
+    """One resource as its worker holds it: the latest spec, and the newest status decided (written or not)."""
+
+    namespace: str
+    name: str
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+
 Reconcile = Callable[[dict[str, Any], Memory], Awaitable[tuple[dict[str, Any] | None, float | None]]]
 
 
@@ -101,8 +111,16 @@ class Workers:
         """Whether any resource of ``namespace`` has a worker."""
         return any(key[0] == namespace for key in self._workers)
 
-    def phases(self) -> list[str | None]:
-        return [w.memory.phase for w in self._workers.values()]
+    def held(self) -> list[Held]:
+        """Every resource as its worker holds it; safe from another thread (the metrics endpoint's)."""
+        found = []
+        for (namespace, name), worker in self._workers.copy().items():
+            body, memory = worker.body, worker.memory
+            status = memory.unwritten or body.get("status") or {}
+            if memory.phase and status.get("phase") != memory.phase:
+                status = {**status, "phase": memory.phase}
+            found.append(Held(namespace, name, body.get("spec") or {}, status))
+        return found
 
     def offer(self, key: Key, body: dict[str, Any]) -> None:
         """A version of the resource: keep the newest and wake its worker.

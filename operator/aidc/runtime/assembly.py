@@ -7,7 +7,6 @@ handlers through its ``memo``. Nothing else in the package holds state of the pr
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from aidc.management.serving_reconciler import ServingIndexes, ServingReconciler
 from aidc.management.training_reconciler import TrainingIndexes, TrainingReconciler
 from aidc.management.workers import Workers
 from aidc.settings import OperatorSettings
-
-PHASES = ("Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
@@ -106,18 +103,13 @@ def assemble(
     return Operator(settings, metrics, server, rank_pods, training, training_workers, serving, serving_workers)
 
 
-def _jobs_in(workers: Workers, phase: str) -> int:
-    return sum(1 for p in workers.phases() if (p or "Pending") == phase)
-
-
 def serve_metrics(settings: OperatorSettings, metrics: OperatorMetrics) -> None:
     """Start the metrics endpoint (a thread of prometheus_client's), unless its port is 0."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
 
 
-def count_jobs_by_phase(operator: Operator) -> None:
-    """The jobs-by-phase gauge is counted when Prometheus scrapes, not on every event (that was
-    quadratic in a burst)."""
-    for phase in PHASES:
-        operator.metrics.jobs.labels(phase).set_function(functools.partial(_jobs_in, operator.training_workers, phase))
+def count_the_fleet(operator: Operator) -> None:
+    """The fleet's series are counted from the workers when Prometheus scrapes, not on every event
+    (that was quadratic in a burst)."""
+    operator.metrics.fleet.watch(operator.training_workers.held, operator.serving_workers.held)

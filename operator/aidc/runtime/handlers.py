@@ -16,7 +16,7 @@ from aidc import contract
 from aidc.management.metrics import OperatorMetrics
 from aidc.management.observe import controller_uid
 from aidc.management.serving_decision import deployment_view
-from aidc.runtime.assembly import Operator, assemble, count_jobs_by_phase, serve_metrics
+from aidc.runtime.assembly import Operator, assemble, count_the_fleet, serve_metrics
 from aidc.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     # rank pods are watched by the operator itself, not by kopf (see rank_pods.py), in kopf's scope
     operator = assemble(operator_settings, settings.peering.clusterwide, kwargs, metrics)
     memo.operator = operator
-    count_jobs_by_phase(operator)
+    count_the_fleet(operator)
     metrics.leader.set(1)  # kopf starts only in the replica that leads
 
 
