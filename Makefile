@@ -8,7 +8,7 @@ PY          := $(BIN)/python
 TESTBED_DIR ?= .cache/testbed
 export PYTHONPATH := $(CURDIR)/hack/testbed
 
-.PHONY: help venv tools crds crds-check lint test test-unit test-cluster demo demo-down bench bench-trainer bench-rl bench-fsdp \
+.PHONY: help venv tools crds crds-check dashboard lint test test-unit test-cluster demo demo-down bench bench-trainer bench-rl bench-fsdp \
         bench-server bench-llm bench-operator kind-e2e testbed-up testbed-down clean images host-packages
 
 help:  ## list the targets
@@ -36,6 +36,10 @@ crds: venv  ## regenerate crds/ and the chart's copy from the API models
 
 crds-check: venv
 	$(BIN)/aidc crds --check
+	$(PY) hack/dashboard.py --check
+
+dashboard: venv  ## regenerate the chart's Grafana dashboard (charts/aidc-operator/dashboards/) from hack/dashboard.py
+	$(PY) hack/dashboard.py
 
 lint: venv  ## ruff, mypy (strict on operator/aidc and trainer-image/aidc_trainer), the import contracts (layers that point down, see pyproject.toml)
 	$(BIN)/ruff check .

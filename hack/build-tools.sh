@@ -37,6 +37,10 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
+# Prometheus 3.x is the Go module v0.3xx.y; only the file, http and kubernetes service discoveries
+prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
+prom_tags=remove_all_sd,enable_kubernetes_sd
+
 # name  module-dir  package  version  ldflags  [build tags]
 cni=github.com/containernetworking/plugins/plugins
 ctrd=github.com/containerd/containerd/v2
@@ -61,6 +65,9 @@ specs=(
   "cni-portmap|cni|$cni/meta/portmap|$CNI_PLUGINS_VERSION|-s -w"
   "coredns|coredns|github.com/coredns/coredns|$COREDNS_VERSION|-s -w"
   "crictl|cri-tools|sigs.k8s.io/cri-tools/cmd/crictl|$CRICTL_VERSION|-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+  # observability: the dashboard's queries and the alerts are proven against a real Prometheus
+  "prometheus|prometheus|github.com/prometheus/prometheus/cmd/prometheus|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
+  "promtool|prometheus|github.com/prometheus/prometheus/cmd/promtool|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
 )
 
 wanted=("$@")

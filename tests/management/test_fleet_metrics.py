@@ -72,6 +72,9 @@ def test_gpu_seconds_integrate_the_running_ranks_gpus_between_scrapes() -> None:
     assert samples(fleet)[key] == 16 * 30  # nothing runs: the counter stays
     gpus = ("aidc_operator_trainingjob_gpus", (("namespace", "ml"), ("trainingjob", "a")))
     assert samples(fleet)[gpus] == 0
+    fleet.watch(lambda: [job("c", "Running", namespace="cpu-only", running=2)], lambda: [])
+    clock.now += 60
+    assert samples(fleet)["aidc_operator_gpu_seconds_total", (("namespace", "cpu-only"),)] == 0
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,8 @@ class FleetCollector(Collector):
     def _integrate_gpus(self, jobs: list[Held]) -> None:
         now = self._clock()
         elapsed, self._integrated_until = now - self._integrated_until, now
-        for job in jobs:
-            gpus = running_gpus(job)
-            if gpus:
-                self._gpu_seconds[job.namespace] = self._gpu_seconds.get(job.namespace, 0.0) + gpus * elapsed
+        for job in jobs:  # a namespace with jobs but no GPUs shows 0, not nothing
+            self._gpu_seconds[job.namespace] = self._gpu_seconds.get(job.namespace, 0.0) + running_gpus(job) * elapsed
 
     def _families(self, jobs: list[Held], services: list[Held]) -> Iterator[Metric]:
         yield _by_phase(f"{PREFIX}_trainingjobs", "TrainingJobs by namespace and phase", jobs, TRAINING_PHASES)

@@ -17,6 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from aidc.management.fleet_metrics import PREFIX, FleetCollector
 
+KINDS = ("TrainingJob", "InferenceService")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 # a GPU fleet's queue: seconds when it is idle, hours when it is full
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 57600, 86400)
@@ -81,6 +82,8 @@ class OperatorMetrics:
         self.reconcile_errors = Counter(
             f"{PREFIX}_reconcile_errors_total", "Reconcile passes that raised", ["kind"], registry=registry
         )
+        for kind in KINDS:  # 0 from the start: a rate over them is 0, not nothing, until the first error
+            self.reconcile_errors.labels(kind)
         self.api_requests = Counter(
             f"{PREFIX}_api_requests_total",
             "Kubernetes API requests (writes, and lists of overdue pods)",
