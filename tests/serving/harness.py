@@ -26,7 +26,8 @@ import numpy as np
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from aidc_trainer.serving.app import ServingState, create_app
+from aidc_trainer import contract
+from aidc_trainer.serving.app import ServingState, create_runner
 from aidc_trainer.serving.auth import Gate
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel
@@ -115,7 +116,7 @@ async def in_process_server(
     import asyncio
 
     state = ServingState(model_name, max_request_bytes, ServerMetrics())
-    runner = web.AppRunner(create_app(state, gate), access_log=None, handle_signals=False)
+    runner = create_runner(state, gate)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
@@ -227,7 +228,13 @@ def ready_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None 
 
 def start_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> ServerProcess:
     """Start the server as a pod would; stderr (the JSON log) goes to ``log``."""
-    environment = {**os.environ, "PYTHONPATH": str(REPO / "trainer-image"), "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "trainer-image"),
+        "OMP_NUM_THREADS": "1",
+        contract.ENV_SERVER_WORKERS: "1",  # one process unless a test asks for more: its metrics are one view
+        **(env or {}),
+    }
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "aidc_trainer.serving", "--host", "127.0.0.1", *args],
