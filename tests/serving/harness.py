@@ -42,16 +42,20 @@ class ScaleServable(Servable):
     """A numpy stand-in model: ``x`` (FP32 [n, 3]) -> ``scaled`` (x * factor) and ``total`` (row sums).
 
     It records the rows of each forward pass; ``gate``, when given, holds every run until set,
-    which lets a test keep the warm-up from finishing.
+    which lets a test keep the warm-up from finishing. With ``poison`` a pass holding a negative
+    value fails, as a model fails on an input it cannot take.
     """
 
     task = "scale"
     platform = "numpy"
 
-    def __init__(self, factor: float = 2.0, gate: threading.Event | None = None, fail: bool = False) -> None:
+    def __init__(
+        self, factor: float = 2.0, gate: threading.Event | None = None, fail: bool = False, poison: bool = False
+    ) -> None:
         self.factor = factor
         self.gate = gate
         self.fail = fail
+        self.poison = poison
         self.batches: list[int] = []
         self.running = threading.Event()  # set once a run has started (and maybe waits on the gate)
 
@@ -77,6 +81,8 @@ class ScaleServable(Servable):
             raise RuntimeError("this model cannot run")
         x = arrays["x"]
         self.batches.append(len(x))
+        if self.poison and (x < 0).any():
+            raise ValueError("this model cannot take negative values")
         return {"scaled": x * self.factor, "total": x.sum(axis=1)}
 
     def example(self, rows: int) -> Work:

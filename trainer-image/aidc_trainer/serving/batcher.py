@@ -146,6 +146,11 @@ class DynamicBatcher:
         self._arrived.set()
         return await future
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a pass whose clients still wait for them (for tests and the curious)."""
+        return sum(pending.work.rows for pending in self._queue if not pending.future.done())
+
     async def warm_up(self, work: Work) -> dict[str, Array]:
         """Run ``work`` alone in the inference thread, outside the queue and the metrics."""
         return await asyncio.get_running_loop().run_in_executor(
