@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from aidc_trainer import contract
 from aidc_trainer.serving.workers import UNLIMITED_CAP, cgroup_cpu_limit, default_workers, usable_cpus
-from tests.serving.harness import request, start_process
+from tests.serving.harness import ServerProcess, metric_samples, request, start_process
 
 
 def _cgroup(root: Path, files: dict[str, str]) -> Path:
@@ -74,6 +75,18 @@ def _worker_pids(records: list[dict[str, object]]) -> set[int]:
     return {int(str(r["pid"])) for r in records if r.get("message") == "listening" and "pid" in r}
 
 
+def _wait_for_workers(server: ServerProcess, count: int) -> set[int]:
+    """The workers' pids once ``count`` of them logged that they listen and that they are ready."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        records = server.read_log()
+        pids = _worker_pids(records)
+        if len(pids) >= count and sum(r.get("message") == "ready" for r in records) >= count:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} workers ready:\n{server.log.read_text()}")
+
+
 def _infer(url: str) -> int:
     image = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     body = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": image.ravel().tolist()}]}
@@ -86,8 +99,14 @@ def test_two_workers_share_one_port_and_stop_together(classifier_export: Path, t
     server = start_process(args, tmp_path / "server.log", {contract.ENV_SERVER_WORKERS: "2"})
     try:
         server.wait_ready()
-        assert all(_infer(server.url) == 200 for _ in range(8))  # fresh connections, spread by the kernel
-        pids = _worker_pids(server.read_log())
+        pids = _wait_for_workers(server, 2)
+        assert all(_infer(server.url) == 200 for _ in range(16))  # fresh connections, spread by the kernel
+        samples = metric_samples(server.url)  # whichever worker answers, it counts all of them
+        infer = ("aidc_server_requests_total", (("code", "200"), ("endpoint", "/v2/models/{model}/infer")))
+        assert samples[infer] == 16
+        assert {labels for name, labels in samples if name == "aidc_server_ready"} == {
+            (("pid", str(pid)),) for pid in pids
+        }
         assert len(pids) == 2 and server.process.pid not in pids
         ports = {r["port"] for r in server.records if r.get("message") == "listening"}
         assert ports == {int(server.url.rsplit(":", 1)[1])}
@@ -103,10 +122,7 @@ def test_a_worker_that_dies_ends_the_pod_so_the_kubelet_restarts_it(classifier_e
     server = start_process(args, tmp_path / "server.log", {contract.ENV_SERVER_WORKERS: "2"})
     try:
         server.wait_ready()
-        pids = _worker_pids(server.read_log())
-        while len(pids) < 2:  # the second worker may log a moment after the first is ready
-            pids = _worker_pids(server.read_log())
-        victim, survivor = sorted(pids)
+        victim, survivor = sorted(_wait_for_workers(server, 2))
         os.kill(victim, signal.SIGKILL)
         code = server.process.wait(timeout=60)
     finally:

@@ -18,16 +18,19 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from aidc_trainer.logs import fields
+from aidc_trainer.serving.metrics import ENV_SHARED_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +109,12 @@ def worker_command(argv: Sequence[str], port: int) -> list[str]:
     ]
 
 
-def worker_environment(workers: int, cpus: int) -> dict[str, str]:
-    """The supervisor's environment; torch threads split between workers unless set by the user."""
+def worker_environment(workers: int, cpus: int, metrics_dir: Path) -> dict[str, str]:
+    """The supervisor's environment, torch threads split between workers unless set by the user, and
+    the folder where all workers keep their metrics (so any of them answers a scrape for all)."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // workers)))
+    env[ENV_SHARED_METRICS] = str(metrics_dir)
     return env
 
 
@@ -117,7 +122,8 @@ def supervise(argv: Sequence[str], host: str, port: int, workers: int, cpus: int
     """Run ``workers`` server processes on one port until a signal or the first one ends."""
     holder = reserve_port(host, port)
     shared_port = holder.getsockname()[1]
-    env = worker_environment(workers, cpus)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="aidc-metrics-"))
+    env = worker_environment(workers, cpus, metrics_dir)
     processes = [subprocess.Popen(worker_command(argv, shared_port), env=env) for _ in range(workers)]
     log.info(
         "workers started", extra=fields(workers=workers, port=shared_port, pids=[p.pid for p in processes])
@@ -137,6 +143,7 @@ def supervise(argv: Sequence[str], host: str, port: int, workers: int, cpus: int
     finally:
         _stop_all(processes)
         holder.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _wait_for_first_exit(processes: list[subprocess.Popen[bytes]], stopping: list[int]) -> int:
