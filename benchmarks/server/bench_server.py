@@ -6,11 +6,11 @@ core: aidc batching (maxBatchSize 32, maxDelayMs 5) over JSON and over the binar
 extension, aidc unbatched (maxBatchSize 1), and KServe 0.21's ModelServer (PyPI, in its own
 environment, see ``kserve_env.py``). ``--before REF`` adds aidc's server as it was at a git
 revision. wrk drives each with closed-loop clients (one 28x28 FP32 image per OIP v2 request) from
-another core, alternating the servers point by point, for ``--rounds`` rounds. The bare forward
-pass (softmax and argmax included) at batch 1, 8 and 32 on the servers' core is the limit.
+another core, in 1 s slices taken in turn, for ``--rounds`` rounds. The bare forward pass (softmax
+and argmax included) at batch 1, 8 and 32 on the servers' core, measured in each round, is the limit.
 Measures and prints; asserts nothing.
 
-    python benchmarks/server/bench_server.py [--duration 5] [--rounds 2] [--before 19ab1db]
+    python benchmarks/server/bench_server.py [--slices 5] [--rounds 2] [--before 19ab1db]
 """
 
 from __future__ import annotations
@@ -193,8 +193,9 @@ def binary_header() -> bytes:
     return json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
 
 
-def forward_rates(model_dir: Path, core: int | None, seconds: float = 2.0) -> dict[int, float]:
-    """Images/s of the bare forward pass (softmax and argmax included), one thread, on ``core``."""
+def forward_rates(model_dir: Path, core: int | None, slices: int = 5, seconds: float = 0.4) -> dict[int, float]:
+    """Images/s of the bare forward pass (softmax and argmax included), one thread, on ``core``:
+    the median of ``slices`` short runs per batch size, interleaved, as the servers are measured."""
     import torch
 
     from aidc_trainer.export import load_exported
@@ -204,40 +205,60 @@ def forward_rates(model_dir: Path, core: int | None, seconds: float = 2.0) -> di
         os.sched_setaffinity(0, {core})
     torch.set_num_threads(1)
     module = load_exported(model_dir, torch.device("cpu"))[0].eval()
-    rates = {}
+    samples: dict[int, list[float]] = {1: [], 8: [], 32: []}
     try:
-        for batch in (1, 8, 32):
-            x = torch.rand(batch, 1, 28, 28)
-            with torch.inference_mode():
-                for _ in range(20):
+        with torch.inference_mode():
+            for _ in range(slices):
+                for batch, rates in samples.items():
+                    x = torch.rand(batch, 1, 28, 28)
                     torch.softmax(module(x), dim=-1).argmax(dim=-1)
-                runs, started = 0, time.perf_counter()
-                while time.perf_counter() - started < seconds:
-                    torch.softmax(module(x), dim=-1).argmax(dim=-1)
-                    runs += 1
-                rates[batch] = runs * batch / (time.perf_counter() - started)
+                    runs, started = 0, time.perf_counter()
+                    while time.perf_counter() - started < seconds:
+                        torch.softmax(module(x), dim=-1).argmax(dim=-1)
+                        runs += 1
+                    rates.append(runs * batch / (time.perf_counter() - started))
     finally:
         os.sched_setaffinity(0, previous)
-    return rates
+    return {batch: float(np.median(rates)) for batch, rates in samples.items()}
+
+
+def median_point(points: Sequence[Point]) -> Point:
+    """One point from slices: all requests over all seconds, and the median slice's percentiles."""
+    return Point(
+        requests=sum(p.requests for p in points),
+        errors=sum(p.errors for p in points),
+        seconds=sum(p.seconds for p in points),
+        p50_ms=float(np.median([p.p50_ms for p in points])),
+        p99_ms=float(np.median([p.p99_ms for p in points])),
+    )
 
 
 def measure(
-    targets: Sequence[Target], concurrency: Sequence[int], duration: float, rounds: int, core: int, script: Path
-) -> list[dict[str, dict[int, Point]]]:
-    """Every target at every concurrency, alternating targets point by point, ``rounds`` times."""
-    results: list[dict[str, dict[int, Point]]] = []
-    for _ in range(rounds):
-        round_results: dict[str, dict[int, Point]] = {target.name: {} for target in targets}
-        for clients in concurrency:
+    targets: Sequence[Target],
+    concurrency: Sequence[int],
+    slices: int,
+    model_dir: Path,
+    cores: tuple[int, int],
+    script: Path,
+) -> tuple[dict[int, float], dict[str, dict[int, Point]]]:
+    """One round: the forward limit, then every target at every concurrency in 1 s slices taken in
+    turn (so a burst of the machine's other load hits all servers alike, not one point)."""
+    load_core, server_core = cores
+    rates = forward_rates(model_dir, server_core)
+    results: dict[str, dict[int, Point]] = {target.name: {} for target in targets}
+    for clients in concurrency:
+        for target in targets:  # warm-up at this concurrency, not kept
+            drive(target.url, INFER, target.bodies, clients, 1.0, load_core, script)
+        taken: dict[str, list[Point]] = {target.name: [] for target in targets}
+        for _ in range(slices):
             for target in targets:
-                drive(target.url, INFER, target.bodies, clients, 1.0, core, script)  # warm-up, not kept
-                point = drive(target.url, INFER, target.bodies, clients, duration, core, script)
-                round_results[target.name][clients] = point
-                print(f"  {target.name:<22} {clients:>3} clients: {point.per_second:>6.0f} req/s "
-                      f"p50 {point.p50_ms:6.2f} ms p99 {point.p99_ms:7.2f} ms errors {point.errors}",
-                      file=sys.stderr, flush=True)  # fmt: skip
-        results.append(round_results)
-    return results
+                taken[target.name].append(drive(target.url, INFER, target.bodies, clients, 1.0, load_core, script))
+        for target in targets:
+            point = results[target.name][clients] = median_point(taken[target.name])
+            print(f"  {target.name:<22} {clients:>3} clients: {point.per_second:>6.0f} req/s "
+                  f"p50 {point.p50_ms:6.2f} ms p99 {point.p99_ms:7.2f} ms errors {point.errors}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return rates, results
 
 
 def table(results: dict[str, dict[int, Point]], concurrency: Sequence[int]) -> str:
@@ -275,7 +296,7 @@ def targets_met(results: dict[str, dict[int, Point]], forward_32: float) -> list
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--model-dir", type=Path, help="an exported classifier (default: train one now)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    parser.add_argument("--slices", type=int, default=5, help="1 s slices per point, taken in turn with the others")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--before", help="also measure aidc's server at this git revision (batched, JSON)")
@@ -315,12 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             context = aidc_server(model_dir, batched, 1, log, source=source, core=server_core, workers=None)
             url, pid = stack.enter_context(context)
             targets.append(Target(f"aidc {arguments.before} batched", url, plain, pid))
-        rates = forward_rates(model_dir, server_core)
         script = scratch / "load.lua"
-        results = measure(targets, arguments.concurrency, arguments.duration, arguments.rounds, load_core, script)
+        cores = (load_core, server_core)
+        rounds = [
+            measure(targets, arguments.concurrency, arguments.slices, model_dir, cores, script)
+            for _ in range(arguments.rounds)
+        ]
         if arguments.profile:
-            profile_servers(targets, arguments.profile, arguments.duration, load_core, script)
-    report(arguments, rates, results, server_core, load_core)
+            profile_servers(targets, arguments.profile, 5.0, load_core, script)
+    report(arguments, rounds, server_core, load_core)
     return 0
 
 
@@ -341,25 +365,24 @@ def profile_servers(targets: Sequence[Target], folder: Path, duration: float, co
 
 def report(
     arguments: argparse.Namespace,
-    rates: Mapping[int, float],
-    results: Sequence[dict[str, dict[int, Point]]],
+    rounds: Sequence[tuple[dict[int, float], dict[str, dict[int, Point]]]],
     server_core: int,
     load_core: int,
 ) -> None:
     print(
         f"digits classifier (1x28x28 FP32, one image per OIP v2 request); {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; every server 1 process, 1 torch thread, pinned to core {server_core}; "
-        f"wrk (1 thread, closed loop) pinned to core {load_core}; {arguments.duration:g} s per point; "
-        f"KServe {KSERVE_VERSION} ModelServer (FastAPI/uvicorn, 1 worker); aidc batched: maxBatchSize 32, "
-        f"maxDelayMs 5; binary: the binary tensor data extension both ways"
+        f"wrk (1 thread, closed loop) pinned to core {load_core}; a point = {arguments.slices} slices of 1 s taken in "
+        f"turn with the other servers (req/s over all slices, p50/p99 the median slice's); KServe {KSERVE_VERSION} "
+        f"ModelServer (FastAPI/uvicorn, 1 worker); aidc batched: maxBatchSize 32, maxDelayMs 5; binary: the binary "
+        f"tensor data extension both ways"
     )
-    print("bare forward pass on the servers' core, 1 thread: " + ", ".join(
-        f"batch {batch}: {rate:,.0f} images/s" for batch, rate in rates.items()))  # fmt: skip
-    for index, round_results in enumerate(results, start=1):
-        print(f"\nround {index}")
-        print(table(round_results, arguments.concurrency))
+    for index, (rates, results) in enumerate(rounds, start=1):
+        print(f"\nround {index}; bare forward pass on the servers' core, 1 thread: " + ", ".join(
+            f"batch {batch}: {rate:,.0f} images/s" for batch, rate in rates.items()))  # fmt: skip
+        print(table(results, arguments.concurrency))
         print("targets:")
-        print("\n".join(targets_met(round_results, rates[32])))
+        print("\n".join(targets_met(results, rates[32])))
 
 
 if __name__ == "__main__":
