@@ -80,7 +80,8 @@ bench-rl: venv  ## PPO: the trainer on 1 and 2 ranks (CleanRL defaults, the Cart
 bench-fsdp: venv  ## FSDP vs DDP: model state bytes per rank and tokens/s at 1, 2, 4 ranks; a 1 B model on a GPU when there is one
 	$(PY) benchmarks/trainer/bench_fsdp.py
 
-bench-server: venv  ## model server req/s and p50/p99, batched vs unbatched, at 1/16/64 clients
+bench-server: venv  ## model server vs KServe 0.21 (own venv in .cache) in one run: req/s, p50/p99 at 1/16/64 clients (wrk on its own core)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/server/bench_server.py
 
 bench-llm: venv  ## OpenAI routes (KV cache, continuous batching) vs one request at a time: tokens/s, TTFT, TPOT at 1/8/32 streams

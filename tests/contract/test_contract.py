@@ -100,6 +100,7 @@ def _served_environment() -> dict[str, Any]:
     isvc = inference_service(
         spec={
             "batching": {"maxBatchSize": 7, "maxDelayMs": 3},
+            "workers": 3,
             "maxRequestBytes": 65536,
             "model": {"fromTrainingJob": {"name": "digits"}, "name": "digits-v1"},
         }
@@ -125,6 +126,7 @@ def test_every_variable_of_a_model_server_is_a_contract_name_the_server_reads() 
         c.ENV_MAX_BATCH_SIZE,
         c.ENV_MAX_DELAY_MS,
         c.ENV_MAX_REQUEST_BYTES,
+        c.ENV_SERVER_WORKERS,
         c.ENV_OPENAI,
     )
     assert set(env) - set(read) == {c.ENV_PYTHON_UNBUFFERED}
@@ -133,6 +135,7 @@ def test_every_variable_of_a_model_server_is_a_contract_name_the_server_reads() 
     assert settings.port == int(env[c.ENV_HTTP_PORT])
     assert settings.max_request_bytes == int(env[c.ENV_MAX_REQUEST_BYTES]) == 65536
     assert (settings.model_name, settings.max_batch_size, settings.max_delay_ms) == ("digits-v1", 7, 3.0)
+    assert settings.workers == 3
 
 
 @pytest.mark.parametrize("module", [operator_contract, trainer_contract], ids=["operator", "trainer"])

@@ -83,6 +83,13 @@ def test_without_auth_and_tls_the_pod_template_is_what_it_was() -> None:
     # transformers imports, needs a temporary directory)
     assert [m["name"] for m in container["volumeMounts"]] == ["model", "tmp"]
     assert not any(e["name"].startswith(("AIDC_AUTH", "AIDC_API_KEY", "AIDC_TLS")) for e in container["env"])
+    assert "AIDC_SERVER_WORKERS" not in _env(_pod({}))  # the server picks its count from its CPU limit
+
+
+@pytest.mark.parametrize(("workers", "rendered"), [(None, None), (1, "1"), (4, "4")])
+def test_workers_reach_the_server_only_when_the_spec_names_a_count(workers: int | None, rendered: str | None) -> None:
+    env = _env(_pod({} if workers is None else {"workers": workers}))
+    assert env.get("AIDC_SERVER_WORKERS") == rendered
 
 
 def test_turning_auth_on_rolls_the_deployment() -> None:

@@ -26,7 +26,8 @@ import numpy as np
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from aidc_trainer.serving.app import ServingState, create_app
+from aidc_trainer import contract
+from aidc_trainer.serving.app import ServingState, create_runner
 from aidc_trainer.serving.auth import Gate
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel
@@ -41,16 +42,20 @@ class ScaleServable(Servable):
     """A numpy stand-in model: ``x`` (FP32 [n, 3]) -> ``scaled`` (x * factor) and ``total`` (row sums).
 
     It records the rows of each forward pass; ``gate``, when given, holds every run until set,
-    which lets a test keep the warm-up from finishing.
+    which lets a test keep the warm-up from finishing. With ``poison`` a pass holding a negative
+    value fails, as a model fails on an input it cannot take.
     """
 
     task = "scale"
     platform = "numpy"
 
-    def __init__(self, factor: float = 2.0, gate: threading.Event | None = None, fail: bool = False) -> None:
+    def __init__(
+        self, factor: float = 2.0, gate: threading.Event | None = None, fail: bool = False, poison: bool = False
+    ) -> None:
         self.factor = factor
         self.gate = gate
         self.fail = fail
+        self.poison = poison
         self.batches: list[int] = []
         self.running = threading.Event()  # set once a run has started (and maybe waits on the gate)
 
@@ -76,6 +81,8 @@ class ScaleServable(Servable):
             raise RuntimeError("this model cannot run")
         x = arrays["x"]
         self.batches.append(len(x))
+        if self.poison and (x < 0).any():
+            raise ValueError("this model cannot take negative values")
         return {"scaled": x * self.factor, "total": x.sum(axis=1)}
 
     def example(self, rows: int) -> Work:
@@ -115,7 +122,7 @@ async def in_process_server(
     import asyncio
 
     state = ServingState(model_name, max_request_bytes, ServerMetrics())
-    runner = web.AppRunner(create_app(state, gate), access_log=None, handle_signals=False)
+    runner = create_runner(state, gate)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
@@ -227,7 +234,13 @@ def ready_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None 
 
 def start_process(args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> ServerProcess:
     """Start the server as a pod would; stderr (the JSON log) goes to ``log``."""
-    environment = {**os.environ, "PYTHONPATH": str(REPO / "trainer-image"), "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "trainer-image"),
+        "OMP_NUM_THREADS": "1",
+        contract.ENV_SERVER_WORKERS: "1",  # one process unless a test asks for more: its metrics are one view
+        **(env or {}),
+    }
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "aidc_trainer.serving", "--host", "127.0.0.1", *args],

@@ -70,7 +70,7 @@ def test_metadata_infer_and_v1_predict() -> None:
             await asyncio.wait_for(server.loading, 30)
             async with aiohttp.ClientSession(server.url) as session:
                 status, info = await _get(session, "/v2")
-                assert status == 200 and info["name"] == SERVER_NAME and info["extensions"] == []
+                assert status == 200 and info["name"] == SERVER_NAME and info["extensions"] == ["binary_tensor_data"]
                 status, meta = await _get(session, "/v2/models/m")
                 assert status == 200
                 assert meta == {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,20 +95,63 @@ def test_concurrent_requests_share_forward_passes_only_when_allowed(
     assert (max(model.batches) > 1) is fewer_passes
 
 
-def test_a_lone_request_waits_no_longer_than_the_delay() -> None:
+def test_an_idle_model_runs_a_lone_request_at_once_whatever_the_delay() -> None:
     model = ScaleServable()
 
-    async def scenario() -> float:
-        batcher = DynamicBatcher(model.run, max_batch_size=32, max_delay=0.02)
+    async def scenario() -> dict[str, Array]:
+        batcher = DynamicBatcher(model.run, max_batch_size=32, max_delay=3600.0)
         batcher.start()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await batcher.submit(work(1))
-        elapsed = loop.time() - started
-        await batcher.close()
-        return elapsed
+        try:  # waiting for the delay would hang here until the guard fails the test
+            return await asyncio.wait_for(batcher.submit(work(1, value=2.0)), 60)
+        finally:
+            await batcher.close()
 
-    assert 0.015 < asyncio.run(scenario()) < 2.0
+    assert asyncio.run(scenario())["scaled"].tolist() == [[4.0, 4.0, 4.0]]
+    assert model.batches == [1]
+
+
+@pytest.mark.parametrize(
+    ("max_batch_size", "batches"),
+    [(8, [1, 3]), (2, [1, 2, 1]), (1, [1, 1, 1, 1])],
+)
+def test_requests_that_arrive_while_a_batch_runs_form_the_next_batches(max_batch_size: int, batches: list[int]) -> None:
+    gate = threading.Event()
+    model = ScaleServable(gate=gate)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(model.run, max_batch_size=max_batch_size, max_delay=0.0)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit(work(1)))
+        assert await asyncio.to_thread(model.running.wait, 30)  # the lone request runs at once
+        later = [asyncio.ensure_future(batcher.submit(work(1, value=i))) for i in range(3)]
+        await asyncio.sleep(0)  # all three queued behind the running pass
+        gate.set()
+        await asyncio.gather(busy, *later)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert model.batches == batches
+
+
+def test_a_batch_formed_while_busy_waits_within_the_delay_until_it_is_full() -> None:
+    gate = threading.Event()
+    model = ScaleServable(gate=gate)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(model.run, max_batch_size=4, max_delay=3600.0)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit(work(1)))
+        assert await asyncio.to_thread(model.running.wait, 30)
+        first = asyncio.ensure_future(batcher.submit(work(1)))
+        await asyncio.sleep(0)
+        gate.set()
+        await busy  # the model is free now; the forming batch of one row waits for more
+        rest = [asyncio.ensure_future(batcher.submit(work(1))) for _ in range(3)]
+        await asyncio.wait_for(asyncio.gather(first, *rest), 60)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert model.batches == [1, 4]
 
 
 def test_a_full_batch_goes_without_waiting_for_the_delay() -> None:
@@ -161,20 +204,51 @@ def test_too_many_rows_in_one_request_is_a_client_error() -> None:
         asyncio.run(scenario())
 
 
-def test_a_failing_pass_fails_its_requests_and_the_batcher_keeps_serving() -> None:
-    calls = 0
+def _poisoned_run(passes: list[int]) -> Callable[[Mapping[str, Array], Mapping[str, Any]], dict[str, Array]]:
+    """A model that cannot run rows holding a negative value; it records each pass's rows."""
 
     def run(arrays: Mapping[str, Array], options: Mapping[str, Any]) -> dict[str, Array]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+        passes.append(len(arrays["x"]))
+        if (arrays["x"] < 0).any():
+            raise RuntimeError("the model cannot take negative values")
+        return {"y": arrays["x"] * 2}
+
+    return run
+
+
+def test_one_request_the_model_cannot_run_fails_alone_and_its_batch_mates_are_answered() -> None:
+    passes: list[int] = []
+
+    async def scenario() -> list[Any]:
+        batcher = DynamicBatcher(_poisoned_run(passes), max_batch_size=8, max_delay=3600.0)
+        batcher.start()
+        works = [work(1, value=1), work(2, value=-1), work(3, value=3), work(2, value=4)]
+        outcomes = await asyncio.gather(*(batcher.submit(w) for w in works), return_exceptions=True)
+        after = await batcher.submit(work(1, value=5))  # and the batcher keeps serving
+        await batcher.close()
+        return [*outcomes, after]
+
+    good, bad, other, last, after = asyncio.run(scenario())
+    assert isinstance(bad, RuntimeError)
+    assert [r["y"][0, 0] for r in (good, other, last, after)] == [2.0, 6.0, 8.0, 10.0]
+    assert [r["y"].shape[0] for r in (good, other, last)] == [1, 3, 2]
+    assert passes[:5] == [8, 1, 2, 3, 2]  # the shared pass failed, then each request alone
+
+
+def test_a_model_that_always_fails_fails_every_request_and_serves_again_once_it_recovers() -> None:
+    broken = True
+
+    def run(arrays: Mapping[str, Array], options: Mapping[str, Any]) -> dict[str, Array]:
+        if broken:
             raise RuntimeError("device fell over")
         return {"y": arrays["x"]}
 
     async def scenario() -> tuple[list[Any], dict[str, Array]]:
+        nonlocal broken
         batcher = DynamicBatcher(run, max_batch_size=8, max_delay=0.05)
         batcher.start()
         first = await asyncio.gather(batcher.submit(work(1)), batcher.submit(work(1)), return_exceptions=True)
+        broken = False
         after = await batcher.submit(work(2))
         await batcher.close()
         return list(first), after

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from aidc_trainer.serving.protocol import (
+    DATATYPES,
     ProtocolError,
+    RawTensor,
     TensorSpec,
     decode_data,
     encode_infer_response,
@@ -61,7 +63,14 @@ def test_id_parameters_and_output_filter_are_kept() -> None:
         ({"inputs": [image_input(data=[True, False, True, True])]}, "FP32 data must be numbers"),
         ({"inputs": [image_input(data=[[0.0, 0.25], [0.5]])]}, "ragged"),
         ({"inputs": [image_input(data=0.5)]}, "data must be a list"),
-        ({"inputs": [image_input(parameters={"binary_data_size": 16})]}, "binary tensor data extension"),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 1, 2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}}
+                ]
+            },
+            "binary data after the JSON",
+        ),
         ({"id": 7, "inputs": [image_input()]}, "id must be a string"),
         ({"parameters": [1], "inputs": [image_input()]}, "parameters must be an object"),
         ({"inputs": [image_input()], "outputs": [{"name": "logits"}]}, "no output 'logits'"),
@@ -102,16 +111,80 @@ def test_response_holds_requested_outputs_flat_with_their_shapes() -> None:
         "probabilities": np.full((2, 10), 0.1, dtype=np.float32),
         "predicted_class": np.array([3, 4], dtype=np.int64),
     }
-    everything = encode_infer_response("digits", "1", "r-9", tensors, OUTPUTS, None)
-    assert everything["id"] == "r-9" and everything["model_name"] == "digits"
+    everything, blobs = encode_infer_response("digits", "1", "r-9", tensors, OUTPUTS, None)
+    assert everything["id"] == "r-9" and everything["model_name"] == "digits" and blobs == []
     assert [(o["name"], o["datatype"], o["shape"]) for o in everything["outputs"]] == [
         ("probabilities", "FP32", [2, 10]),
         ("predicted_class", "INT64", [2]),
     ]
-    assert len(everything["outputs"][0]["data"]) == 20
-    only = encode_infer_response("digits", "1", None, tensors, OUTPUTS, ("predicted_class",))
+    np.testing.assert_array_equal(everything["outputs"][0]["data"], np.full(20, 0.1, dtype=np.float32))
+    only, _ = encode_infer_response("digits", "1", None, tensors, OUTPUTS, ("predicted_class",))
     assert "id" not in only
-    assert only["outputs"] == [{"name": "predicted_class", "datatype": "INT64", "shape": [2], "data": [3, 4]}]
+    assert [(o["name"], o["shape"], o["data"].tolist()) for o in only["outputs"]] == [("predicted_class", [2], [3, 4])]
+
+
+@pytest.mark.parametrize(
+    ("request_parameters", "outputs", "binary"),
+    [
+        ({}, None, set()),
+        ({"binary_data_output": True}, None, {"probabilities", "predicted_class"}),
+        ({"binary_data_output": True}, [{"name": "predicted_class"}], {"predicted_class"}),
+        ({}, [{"name": "probabilities", "parameters": {"binary_data": True}}], {"probabilities"}),
+        (
+            {"binary_data_output": True},
+            [{"name": "probabilities", "parameters": {"binary_data": False}}, {"name": "predicted_class"}],
+            {"predicted_class"},
+        ),
+    ],
+)
+def test_binary_outputs_are_chosen_by_the_request_and_each_output(
+    request_parameters: dict[str, Any], outputs: list[dict[str, Any]] | None, binary: set[str]
+) -> None:
+    body: dict[str, Any] = {"parameters": request_parameters, "inputs": [image_input()]}
+    if outputs is not None:
+        body["outputs"] = outputs
+    assert parse_infer_request(body, [IMAGE], OUTPUTS).binary_outputs == binary
+
+
+def test_binary_outputs_carry_their_size_and_bytes_in_output_order() -> None:
+    tensors = {
+        "probabilities": np.arange(20, dtype=np.float32).reshape(2, 10),
+        "predicted_class": np.array([3, 4], dtype=np.int64),
+    }
+    body, blobs = encode_infer_response("digits", "1", None, tensors, OUTPUTS, None, frozenset(["probabilities"]))
+    first, second = body["outputs"]
+    assert first["parameters"] == {"binary_data_size": 80} and "data" not in first
+    assert blobs == [np.arange(20, dtype="<f4").tobytes()]
+    assert second["data"].tolist() == [3, 4] and "parameters" not in second
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values"),
+    [
+        ("FP32", np.array([0.0, -1.5, 3.25, 1e-8], dtype="<f4")),
+        ("FP16", np.array([0.5, -2.0, 1.0, 4.0], dtype="<f2")),
+        ("INT64", np.array([1, -2, 2**40, 0], dtype="<i8")),
+        ("UINT8", np.array([0, 255, 7, 1], dtype="u1")),
+        ("BOOL", np.array([True, False, True, True])),
+    ],
+)
+def test_raw_binary_data_decodes_little_endian_to_the_datatype(datatype: str, values: np.ndarray) -> None:
+    decoded = decode_data("input 'x'", RawTensor(values.tobytes()), datatype, [2, 2])
+    assert decoded.shape == (2, 2) and decoded.dtype == DATATYPES[datatype]
+    np.testing.assert_array_equal(decoded.reshape(-1), values)
+
+
+@pytest.mark.parametrize(
+    ("raw", "datatype", "message"),
+    [
+        (b"\x00" * 15, "FP32", "binary_data_size is 15 bytes but shape [2, 2] of float32 needs 16"),
+        (b"\x00\x01\x02\x01", "BOOL", "bytes 0 or 1"),
+        (b"\x00" * 16, "BYTES", "not supported"),
+    ],
+)
+def test_raw_binary_data_of_the_wrong_size_or_values_is_refused(raw: bytes, datatype: str, message: str) -> None:
+    with pytest.raises(ProtocolError, match=re.escape(message)):
+        decode_data("input 'x'", RawTensor(raw), datatype, [2, 2])
 
 
 def test_v1_instances_become_rows_of_the_primary_input() -> None:

@@ -45,6 +45,8 @@ def test_environment_fills_what_flags_leave_out_and_flags_win() -> None:
         (["--max-request-bytes", "10"], {}, "--max-request-bytes='10'"),
         (["--model-name", "a/b"], {}, "--model-name='a/b'"),
         ([], {"AIDC_DEVICE": "tpu"}, "AIDC_DEVICE='tpu': must be one of auto, cpu, cuda"),
+        ([], {"AIDC_SERVER_WORKERS": "-1"}, "AIDC_SERVER_WORKERS='-1': must be in [0, 256]"),
+        (["--reuse-port", "yes"], {}, "--reuse-port='yes': must be true or false"),
     ],
 )
 def test_bad_values_are_config_errors_naming_where_they_came_from(
@@ -54,3 +56,9 @@ def test_bad_values_are_config_errors_naming_where_they_came_from(
         parse_settings(argv, environ)
     assert message in str(refused.value)
     assert refused.value.exit_code == contract.EXIT_CONFIG_ERROR
+
+
+def test_workers_come_from_the_environment_and_default_to_the_cpu_limit() -> None:
+    assert parse_settings([], {}).workers == 0  # 0: one per CPU, chosen at start-up (workers.py)
+    assert parse_settings([], {contract.ENV_SERVER_WORKERS: "3"}).workers == 3
+    assert parse_settings(["--workers", "1"], {contract.ENV_SERVER_WORKERS: "3"}).workers == 1

@@ -81,6 +81,9 @@ ENV_HTTP_PORT: Final = "AIDC_HTTP_PORT"
 ENV_MAX_BATCH_SIZE: Final = "AIDC_MAX_BATCH_SIZE"
 ENV_MAX_DELAY_MS: Final = "AIDC_MAX_DELAY_MS"
 ENV_MAX_REQUEST_BYTES: Final = "AIDC_MAX_REQUEST_BYTES"
+# Server processes per serving pod, set only when the InferenceService names a count: unset, the
+# server starts one per CPU of its container's limit (a new variable would roll every pod).
+ENV_SERVER_WORKERS: Final = "AIDC_SERVER_WORKERS"
 # Who may call a model server's model routes (none, api-key, kubernetes), and with what: the key
 # (from the user's Secret), or the InferenceService a Kubernetes caller needs RBAC on; HTTPS
 # from the certificate and key of a kubernetes.io/tls Secret mounted at TLS_MOUNT.

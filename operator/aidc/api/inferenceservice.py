@@ -14,6 +14,7 @@ from aidc.api.trainingjob import Task
 
 ExportChoice = Literal["Final", "Best"]
 AutoscalingMetric = Literal["cpu", "memory"]
+MAX_SERVER_WORKERS = 256  # the server's own bound on --workers
 ServingPhase = Literal["Pending", "ModelNotReady", "Deploying", "Ready", "Failed"]
 
 
@@ -96,7 +97,13 @@ class Batching(ApiModel):
 
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most requests in one forward pass.")
     max_delay_ms: int = Field(
-        default=5, ge=0, le=10000, description="Longest a request waits for others to join its batch, in ms."
+        default=5,
+        ge=0,
+        le=10000,
+        description=(
+            "Longest a batch that formed while the model was busy waits for more requests, in ms; a request "
+            "that finds the model idle runs at once."
+        ),
     )
 
 
@@ -169,6 +176,15 @@ class InferenceServiceSpec(ApiModel):
     autoscaling: Autoscaling | None = Field(default=None, description="Scale between bounds instead.")
     resources: Resources = Field(default_factory=Resources, description="What each serving pod requests.")
     batching: Batching = Field(default_factory=Batching, description="Dynamic batching.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SERVER_WORKERS,
+        description=(
+            "Server processes per pod sharing its port, each with its own batcher and copy of the model; "
+            "unset: one per CPU of the pod's CPU limit (one on a GPU)."
+        ),
+    )
     image: str | None = Field(
         default=None, min_length=1, description="Server image; the operator's default trainer image when unset."
     )

@@ -58,6 +58,8 @@ def server_environment(isvc: InferenceService, model: ServedModel | None = None)
         {"name": contract.ENV_PYTHON_UNBUFFERED, "value": "1"},
         *_security_environment(isvc),
     ]
+    if spec.workers is not None:  # only when named: the server's own default needs no variable
+        env.append({"name": contract.ENV_SERVER_WORKERS, "value": str(spec.workers)})
     if model is not None and serves_openai(model):
         env.append({"name": contract.ENV_OPENAI, "value": contract.OPENAI_REQUIRED})
     overridden = {e.name for e in spec.env}

@@ -8,7 +8,6 @@ records each request's count and latency by route template, so every error path 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,8 +18,17 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from aidc_trainer.serving import json_codec
 from aidc_trainer.serving.auth import Gate, auth_middleware
 from aidc_trainer.serving.batcher import DynamicBatcher
+from aidc_trainer.serving.binary_tensors import (
+    BINARY_CONTENT_TYPE,
+    EXTENSION,
+    HEADER_LENGTH,
+    attach_inputs,
+    join_body,
+    split_body,
+)
 from aidc_trainer.serving.metrics import CONTENT_TYPE, ServerMetrics
 from aidc_trainer.serving.openai_api import OpenAIState, add_openai_routes
 from aidc_trainer.serving.protocol import (
@@ -110,23 +118,33 @@ def _served(request: web.Request) -> tuple[ServingState, Servable, DynamicBatche
     return state, state.servable, state.batcher
 
 
-async def _read_json(request: web.Request, limit: int) -> Any:
-    """The body as JSON; 413 beyond ``limit`` bytes (checked before reading when declared)."""
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body; 413 beyond ``limit`` bytes (checked before reading when declared)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise ProtocolError(
             f"request body of {declared} bytes exceeds the limit of {limit} bytes", status=413
         )
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge as error:
         raise ProtocolError(f"request body exceeds the limit of {limit} bytes", status=413) from error
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ProtocolError(f"malformed JSON: {error}") from error
-    except RecursionError as error:
-        raise ProtocolError("malformed JSON: nested too deeply") from error
+
+
+async def _read_json(request: web.Request, limit: int) -> Any:
+    """The body as JSON; with ``Inference-Header-Content-Length`` the inputs' binary data attached."""
+    body = await _read_body(request, limit)
+    header_length = request.headers.get(HEADER_LENGTH)
+    if header_length is None:
+        return json_codec.loads(body)
+    header, blob = split_body(body, header_length)
+    value = json_codec.loads(header)
+    attach_inputs(value, blob)
+    return value
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json_codec.dumps(value), status=status, content_type="application/json")
 
 
 async def live(request: web.Request) -> web.Response:
@@ -140,7 +158,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def server_metadata(request: web.Request) -> web.Response:
-    return web.json_response({"name": SERVER_NAME, "version": _package_version(), "extensions": []})
+    return _json({"name": SERVER_NAME, "version": _package_version(), "extensions": [EXTENSION]})
 
 
 async def model_ready(request: web.Request) -> web.Response:
@@ -171,10 +189,23 @@ async def infer(request: web.Request) -> web.Response:
     )
     work = servable.prepare(parsed.inputs, parsed.parameters)
     tensors = await batcher.submit(work)
-    body = encode_infer_response(
-        state.model_name, MODEL_VERSION, parsed.id, tensors, servable.outputs, parsed.outputs
+    body, blobs = encode_infer_response(
+        state.model_name,
+        MODEL_VERSION,
+        parsed.id,
+        tensors,
+        servable.outputs,
+        parsed.outputs,
+        parsed.binary_outputs,
     )
-    return web.json_response(body)
+    if not blobs:
+        return _json(body)
+    header = json_codec.dumps(body)
+    return web.Response(
+        body=join_body(header, blobs),
+        content_type=BINARY_CONTENT_TYPE,
+        headers={HEADER_LENGTH: str(len(header))},
+    )
 
 
 async def predict_v1(request: web.Request) -> web.Response:
@@ -184,12 +215,26 @@ async def predict_v1(request: web.Request) -> web.Response:
     rows = parse_v1_instances(await _read_json(request, state.max_request_bytes), primary)
     work = servable.prepare({primary.name: rows}, {})
     tensors = await batcher.submit(work)
-    return web.json_response(encode_v1_predictions(tensors, servable.outputs))
+    return _json(encode_v1_predictions(tensors, servable.outputs))
 
 
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[STATE].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def create_runner(
+    state: ServingState, gate: Gate | None = None, shutdown_timeout: float = 60.0
+) -> web.AppRunner:
+    """The app's runner; a client that disconnects cancels its handler (``handler_cancellation``),
+    so its rows leave the batcher's queue instead of taking room in a forward pass."""
+    return web.AppRunner(
+        create_app(state, gate),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        handler_cancellation=True,
+    )
 
 
 def create_app(state: ServingState, gate: Gate | None = None) -> web.Application:

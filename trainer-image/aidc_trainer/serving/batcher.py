@@ -1,14 +1,20 @@
-"""Dynamic batching: concurrent requests share one forward pass.
+"""Dynamic batching: concurrent requests share one forward pass, and a lone request never waits.
 
 A forward pass over 32 rows costs little more than over one (on a GPU almost nothing more), so
-under load the server gathers requests until it holds ``max_batch_size`` rows or the oldest has
-waited ``max_delay`` seconds, runs them together in the inference thread, and splits the outputs
-back per request. Rows are counted, not requests: a request of 8 rows fills a quarter of a batch
-of 32. Requests only share a batch when their ``Work.key`` is equal.
+requests that arrive while the model is busy are gathered into the next batch, up to
+``max_batch_size`` rows, and split back per request afterwards. Rows are counted, not requests: a
+request of 8 rows fills a quarter of a batch of 32. Requests only share a batch when their
+``Work.key`` is equal.
 
-While a batch runs, new requests queue up; the next batch is formed as soon as the thread is free,
-so under load the delay is rarely spent waiting. One inference thread is enough: the device runs
-one forward pass at a time anyway, and the event loop stays free to answer health checks.
+When the model is idle, an arriving request runs at once: waiting for company that may never come
+is a latency tax at low load (Triton's dynamic batcher and continuous batching behave so too).
+``max_delay`` bounds only how long a batch that formed while the model was busy may wait for more
+rows once the model is free, counted from its oldest request's arrival; under load the previous
+pass has usually spent it already. One inference thread is enough: the device runs one forward
+pass at a time anyway, and the event loop stays free to answer health checks.
+
+A pass that fails is retried request by request, so one request the model cannot run fails alone
+and never takes its batch-mates with it; a request whose client went away leaves the queue.
 """
 
 from __future__ import annotations
@@ -140,6 +146,11 @@ class DynamicBatcher:
         self._arrived.set()
         return await future
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a pass whose clients still wait for them (for tests and the curious)."""
+        return sum(pending.work.rows for pending in self._queue if not pending.future.done())
+
     async def warm_up(self, work: Work) -> dict[str, Array]:
         """Run ``work`` alone in the inference thread, outside the queue and the metrics."""
         return await asyncio.get_running_loop().run_in_executor(
@@ -151,15 +162,17 @@ class DynamicBatcher:
         self._queue = [pending for pending in self._queue if not pending.future.done()]
 
     async def _next_batch(self) -> list[_Pending]:
-        """Wait until the head of the queue may go, then take its batch (empty: look again)."""
+        """The next batch to run: at once after an idle spell, else once full or due (empty: look again)."""
         self._prune()
-        while not self._queue:
-            self._arrived.clear()
-            await self._arrived.wait()
-            self._prune()
+        if not self._queue:  # the model is idle: whoever arrives first goes without waiting
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                self._prune()
+            return self._take(self._plan()[0])
         head = self._queue[0]
         deadline = head.enqueued + self.max_delay
-        chosen, full = plan_batch([pending.work for pending in self._queue], self.max_batch_size)
+        chosen, full = self._plan()
         while not full and (remaining := deadline - time.monotonic()) > 0:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
@@ -167,7 +180,14 @@ class DynamicBatcher:
             self._prune()
             if not self._queue or self._queue[0] is not head:
                 return []
-            chosen, full = plan_batch([pending.work for pending in self._queue], self.max_batch_size)
+            chosen, full = self._plan()
+        return self._take(chosen)
+
+    def _plan(self) -> tuple[list[int], bool]:
+        return plan_batch([pending.work for pending in self._queue], self.max_batch_size)
+
+    def _take(self, chosen: list[int]) -> list[_Pending]:
+        """Remove the ``chosen`` queue entries and return them in order."""
         batch = [self._queue[index] for index in chosen]
         taken = set(chosen)
         self._queue = [pending for index, pending in enumerate(self._queue) if index not in taken]
@@ -181,25 +201,45 @@ class DynamicBatcher:
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
         started = time.monotonic()
-        rows = [pending.work.rows for pending in batch]
         if self._metrics is not None:
-            self._metrics.batch_size.observe(sum(rows))
+            self._metrics.batch_size.observe(sum(pending.work.rows for pending in batch))
             for pending in batch:
                 self._metrics.queue_seconds.observe(started - pending.enqueued)
-        works = [pending.work for pending in batch]
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, works)
-            results = split_rows(outputs, rows)
+            outcomes = await self._outcomes([pending.work for pending in batch])
         except asyncio.CancelledError:  # closing: the batch's clients get an answer, not a hang
             _fail(batch, ProtocolError("the server is shutting down", status=503))
             raise
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    async def _outcomes(self, works: list[Work]) -> list[dict[str, Array] | Exception]:
+        """Each work's outputs or error: the batch in one pass, or one by one if that pass fails.
+
+        Retrying alone finds the request the model cannot run (a value it chokes on, an output
+        that lost rows) instead of failing every request that happened to share its pass.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, works)
+            return list(split_rows(outputs, [work.rows for work in works]))
         except Exception as error:
-            log.exception("a batch of %d rows failed", sum(rows))
-            _fail(batch, error)
-            return
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+            log.exception("a batch of %d requests failed", len(works))
+            if len(works) == 1:
+                return [error]
+        outcomes: list[dict[str, Array] | Exception] = []
+        for work in works:
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, [work])
+                outcomes.append(split_rows(outputs, [work.rows])[0])
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
 
     def _run_batch(self, works: list[Work]) -> dict[str, Array]:
         """Runs in the inference thread."""

@@ -4,10 +4,17 @@ A registry per server (rather than the process-global default) lets tests run se
 one process without "duplicated timeseries" errors, and keeps the trainer's metrics out of a
 serving pod's scrape. Endpoints are labelled by route template (``/v2/models/{model}/infer``),
 never by raw path, so a client probing random URLs cannot blow up the series count.
+
+With ``--workers`` each worker process counts what it served, and a scrape reaches whichever worker
+the kernel hands the connection to. So the supervisor names a shared folder in
+``PROMETHEUS_MULTIPROC_DIR`` and every worker's values live in files there (prometheus_client's
+multiprocess mode): a scrape sums the counters and histograms of all workers, and shows each
+worker's gauges with its ``pid``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
@@ -19,6 +26,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS: Final = (
     0.0005,
@@ -41,6 +49,8 @@ TOKEN_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2
 GENERATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+# read by prometheus_client when it is imported: set by the supervisor for its workers only
+ENV_SHARED_METRICS: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 if TYPE_CHECKING:
     from aidc_trainer.serving.engine import Engine, Generation
@@ -83,12 +93,22 @@ class GenerationMetrics:
         )
 
     def watch(self, engine: Engine) -> None:
-        """The gauges read ``engine``'s running and waiting counts at every scrape."""
-        self.running.set_function(lambda: engine.running)
-        self.waiting.set_function(lambda: engine.waiting)
+        """The gauges read ``engine``'s running and waiting counts at every scrape, or, with shared
+        metrics (a scrape cannot call into another worker), whenever a generation comes or goes."""
+        self._engine = engine
+        if os.environ.get(ENV_SHARED_METRICS) is None:
+            self.running.set_function(lambda: engine.running)
+            self.waiting.set_function(lambda: engine.waiting)
+
+    def _count_generations(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and os.environ.get(ENV_SHARED_METRICS) is not None:
+            self.running.set(engine.running)
+            self.waiting.set(engine.waiting)
 
     def admitted(self, generation: Generation) -> None:
         self.prompt_tokens.inc(len(generation.prompt))
+        self._count_generations()
 
     def token(self, generation: Generation, seconds: float) -> None:
         self.generated_tokens.inc()
@@ -98,6 +118,7 @@ class GenerationMetrics:
     def finished(self, generation: Generation) -> None:
         end = generation.last_token_at or generation.submitted_at
         self.generation_seconds.observe(end - generation.submitted_at)
+        self._count_generations()
 
 
 class ServerMetrics:
@@ -105,7 +126,9 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        self._shared = os.environ.get(ENV_SHARED_METRICS)
+        if self._shared is None:  # a worker's process metrics would describe only the one scraped
+            ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "aidc_server_requests",
             "HTTP requests handled, by route template and status code.",
@@ -155,5 +178,9 @@ class ServerMetrics:
         )
 
     def render(self) -> bytes:
-        """The text exposition format of every metric in this server's registry."""
-        return generate_latest(self.registry)
+        """The text exposition format of every metric: this server's, or all workers' when shared."""
+        if self._shared is None:
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, path=self._shared)
+        return generate_latest(everyone)

@@ -3,7 +3,8 @@
 Everything a client can get wrong is checked here, before a request reaches the batcher, so that
 one bad request fails alone with a 4xx naming the problem and never poisons a batch that other
 clients share. The functions are pure (JSON-shaped values in, numpy arrays out and back), which
-keeps the rules testable without a model or a socket.
+keeps the rules testable without a model or a socket. Tensor data comes as JSON lists or, with
+the binary tensor data extension, as ``RawTensor`` bytes cut from the body by ``binary_tensors``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ DATATYPES: Final[Mapping[str, np.dtype[Any] | None]] = {
 }
 
 Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    """An input's data sent with the binary tensor data extension: little-endian, row-major bytes."""
+
+    data: bytes | memoryview
 
 
 class ProtocolError(Exception):
@@ -72,6 +80,7 @@ class InferRequest:
     id: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
     outputs: tuple[str, ...] | None = None
+    binary_outputs: frozenset[str] = frozenset()  # outputs to return as raw bytes after the JSON
 
 
 def _describe(value: Any) -> str:
@@ -96,7 +105,7 @@ def check_shape(where: str, shape: Sequence[int], spec: TensorSpec) -> None:
 
 
 def decode_data(where: str, data: Any, datatype: str, shape: Sequence[int]) -> Array:
-    """Turn row-major ``data`` (flat or nested lists) into an array of ``shape`` and ``datatype``.
+    """Turn row-major ``data`` (flat or nested lists, or raw bytes) into an array of ``shape``.
 
     The element count must equal the product of ``shape`` whatever the nesting: a request whose
     data and shape disagree is ambiguous, and guessing would answer a different question.
@@ -104,6 +113,8 @@ def decode_data(where: str, data: Any, datatype: str, shape: Sequence[int]) -> A
     dtype = DATATYPES[datatype]
     if dtype is None or datatype == "BYTES":
         raise ProtocolError(f"{where}: datatype {datatype} is not supported by this server")
+    if isinstance(data, RawTensor):
+        return _decode_raw(where, data, dtype, shape)
     if not isinstance(data, list):
         raise ProtocolError(f"{where}: data must be a list, got {_describe(data)}")
     try:
@@ -115,22 +126,41 @@ def decode_data(where: str, data: Any, datatype: str, shape: Sequence[int]) -> A
         raise ProtocolError(
             f"{where}: data has {values.size} elements but shape {list(shape)} needs {expected}"
         )
+    if expected:
+        _check_kind(where, values, datatype, dtype)
+    return values.astype(dtype, copy=False).reshape(tuple(shape))
+
+
+def _check_kind(where: str, values: Array, datatype: str, dtype: np.dtype[Any]) -> None:
     kind = values.dtype.kind
-    if expected and kind == "O":
+    if kind == "O":
         raise ProtocolError(
             f"{where}: data holds values that are not {datatype} (nulls, objects or too large)"
         )
-    if expected and dtype.kind == "f" and kind not in "iuf":
+    if dtype.kind == "f" and kind not in "iuf":
         raise ProtocolError(f"{where}: {datatype} data must be numbers, got {values.dtype.name} values")
-    if expected and dtype.kind in "iu":
+    if dtype.kind in "iu":
         if kind not in "iu":
             raise ProtocolError(f"{where}: {datatype} data must be integers, got {values.dtype.name} values")
         info = np.iinfo(dtype)
         if values.min() < info.min or values.max() > info.max:
             raise ProtocolError(f"{where}: {datatype} data out of range [{info.min}, {info.max}]")
-    if expected and dtype.kind == "b" and kind != "b":
+    if dtype.kind == "b" and kind != "b":
         raise ProtocolError(f"{where}: BOOL data must be true or false, got {values.dtype.name} values")
-    return values.astype(dtype, copy=False).reshape(tuple(shape))
+
+
+def _decode_raw(where: str, data: RawTensor, dtype: np.dtype[Any], shape: Sequence[int]) -> Array:
+    """Binary data: exactly the shape's bytes, little-endian; copied, so the body can be freed."""
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data.data) != expected:
+        raise ProtocolError(
+            f"{where}: binary_data_size is {len(data.data)} bytes but shape {list(shape)} of "
+            f"{dtype.name} needs {expected}"
+        )
+    values = np.frombuffer(data.data, dtype=dtype.newbyteorder("<")).astype(dtype, copy=True)
+    if dtype.kind == "b" and values.size and np.frombuffer(data.data, dtype=np.uint8).max() > 1:
+        raise ProtocolError(f"{where}: BOOL binary data must be bytes 0 or 1")
+    return values.reshape(tuple(shape))
 
 
 def _decode_input(index: int, entry: Any, specs: Mapping[str, TensorSpec]) -> tuple[str, Array]:
@@ -143,12 +173,15 @@ def _decode_input(index: int, entry: Any, specs: Mapping[str, TensorSpec]) -> tu
     spec = specs.get(name)
     if spec is None:
         raise ProtocolError(f"the model has no input '{name}'; its inputs are: {', '.join(specs)}")
+    parameters = entry.get("parameters") or {}
+    if isinstance(parameters, dict) and "binary_data_size" in parameters and "data" not in entry:
+        raise ProtocolError(
+            f"{where}: binary_data_size needs the binary data after the JSON and its length in the "
+            "Inference-Header-Content-Length header"
+        )
     for key in ("shape", "datatype", "data"):
         if key not in entry:
             raise ProtocolError(f"{where}: {key} is missing")
-    parameters = entry.get("parameters") or {}
-    if isinstance(parameters, dict) and "binary_data_size" in parameters:
-        raise ProtocolError(f"{where}: the binary tensor data extension is not supported; send JSON data")
     datatype = entry["datatype"]
     if datatype not in DATATYPES:
         raise ProtocolError(f"{where}: unknown datatype {_describe(datatype)}")
@@ -184,11 +217,13 @@ def parse_infer_request(
     missing = [spec.name for spec in inputs if not spec.optional and spec.name not in decoded]
     if missing:
         raise ProtocolError(f"missing input {', '.join(repr(n) for n in missing)}")
+    requested = _requested_outputs(body.get("outputs"), outputs)
     return InferRequest(
         inputs=decoded,
         id=request_id,
         parameters=parameters,
-        outputs=_requested_outputs(body.get("outputs"), outputs),
+        outputs=requested,
+        binary_outputs=_binary_outputs(body.get("outputs"), parameters, requested or outputs),
     )
 
 
@@ -209,6 +244,21 @@ def _requested_outputs(value: Any, outputs: Sequence[TensorSpec]) -> tuple[str, 
     return names
 
 
+def _binary_outputs(
+    value: Any, parameters: Mapping[str, Any], returned: Sequence[str] | Sequence[TensorSpec]
+) -> frozenset[str]:
+    """Outputs to send as raw bytes: all with ``binary_data_output``, each output's ``binary_data`` wins."""
+    names = [item if isinstance(item, str) else item.name for item in returned]
+    chosen = set(names) if parameters.get("binary_data_output") is True else set()
+    for entry in value if isinstance(value, list) else ():
+        flag = (entry.get("parameters") or {}).get("binary_data") if isinstance(entry, dict) else None
+        if flag is True:
+            chosen.add(entry["name"])
+        elif flag is False:
+            chosen.discard(entry["name"])
+    return frozenset(chosen)
+
+
 def encode_infer_response(
     model_name: str,
     model_version: str,
@@ -216,24 +266,34 @@ def encode_infer_response(
     tensors: Mapping[str, Array],
     outputs: Sequence[TensorSpec],
     requested: tuple[str, ...] | None,
-) -> dict[str, Any]:
-    """The v2 response body: the requested outputs (all by default), data flat and row-major."""
+    binary: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The v2 response: the JSON body (data flat, row-major numpy) and the binary outputs' bytes.
+
+    Outputs named in ``binary`` carry ``binary_data_size`` instead of ``data``; their bytes follow
+    the JSON in the order the outputs are listed, as the binary tensor data extension lays out.
+    """
     datatypes = {spec.name: spec.datatype for spec in outputs}
     names = requested if requested is not None else tuple(name for name in datatypes if name in tensors)
     response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         response["id"] = request_id
-    response["outputs"] = [
-        {
-            "name": name,
-            "datatype": datatypes[name],
-            "shape": list(tensors[name].shape),
-            "data": tensors[name].reshape(-1).tolist(),
-        }
-        for name in names
-        if name in tensors
-    ]
-    return response
+    entries: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in names:
+        if name not in tensors:
+            continue
+        array = tensors[name]
+        entry: dict[str, Any] = {"name": name, "datatype": datatypes[name], "shape": list(array.shape)}
+        if name in binary:
+            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        entries.append(entry)
+    response["outputs"] = entries
+    return response, blobs
 
 
 def parse_v1_instances(body: Any, spec: TensorSpec) -> Array:

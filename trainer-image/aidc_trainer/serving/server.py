@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 
 from aiohttp import web
 
@@ -29,13 +30,14 @@ from aidc_trainer import contract
 from aidc_trainer.errors import ConfigError, TrainerError
 from aidc_trainer.logs import configure_logging, fields
 from aidc_trainer.serving.access_review import AccessReviews, api_server_address
-from aidc_trainer.serving.app import ServingState, create_app
+from aidc_trainer.serving.app import ServingState, create_runner
 from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel, load_model
 from aidc_trainer.serving.openai_api import language_endpoint, warm_up
 from aidc_trainer.serving.settings import ServerSettings, parse_settings
+from aidc_trainer.serving.workers import default_workers, supervise, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +126,23 @@ async def serve(
     state = ServingState(settings.model_name, settings.max_request_bytes, ServerMetrics())
     context = tls_context(settings)
     gate = access_gate(settings, os.environ if environ is None else environ)
-    runner = web.AppRunner(
-        create_app(state, gate), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
-    )
+    runner = create_runner(state, gate, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, ssl_context=context, reuse_port=settings.reuse_port or None
+    )
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
     scheme = "https" if context else "http"
     log.info(
         "listening",
         extra=fields(
-            host=settings.host, port=port, scheme=scheme, auth=settings.auth, model=settings.model_name
+            host=settings.host,
+            port=port,
+            scheme=scheme,
+            auth=settings.auth,
+            model=settings.model_name,
+            pid=os.getpid(),  # one line per worker with --workers
         ),
     )
 
@@ -176,16 +183,40 @@ async def serve(
     return code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aidc_trainer.serving``."""
-    configure_logging(rank=0)
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (the image has it): its sockets, transports and callbacks cost
+    a fraction of asyncio's, and on a small model they are most of a request; else asyncio's own."""
     try:
-        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def worker_count(settings: ServerSettings, cpus: int) -> int:
+    """``--workers``, or one per usable CPU (one on a GPU: each worker holds the model)."""
+    if settings.workers:
+        return settings.workers
+    gpu_visible = any(Path("/dev").glob("nvidia[0-9]*"))  # without importing torch in the supervisor
+    return default_workers(settings.device, cpus, gpu_visible)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m aidc_trainer.serving``: one server, or a supervisor of ``--workers`` servers."""
+    configure_logging(rank=0)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse_settings(arguments, os.environ)
     except TrainerError as error:
         log.error("invalid server settings", extra=fields(error=str(error)))
         return error.exit_code
+    cpus = usable_cpus()
+    workers = 1 if settings.reuse_port else worker_count(settings, cpus)
+    if workers > 1:
+        return supervise(arguments, settings.host, settings.port, workers, cpus)
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(serve(settings))
     except ConfigError as error:
         log.error("invalid server settings", extra=fields(error=str(error)))
         return error.exit_code

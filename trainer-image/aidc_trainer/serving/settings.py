@@ -22,6 +22,7 @@ from aidc_trainer.errors import ConfigError
 ENV_DEVICE: Final = "AIDC_DEVICE"
 
 DEVICES: Final = ("auto", "cpu", "cuda")
+MAX_WORKERS: Final = 256
 AUTH_MODES: Final = (contract.AUTH_NONE, contract.AUTH_API_KEY, contract.AUTH_KUBERNETES)
 # The name is a URL path segment (/v2/models/<name>/infer) and usually a Kubernetes object name.
 _MODEL_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
@@ -47,6 +48,8 @@ class ServerSettings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     openai: str = "auto"  # required: a model the OpenAI routes cannot serve is a config error
+    workers: int = 0  # server processes on the port; 0: one per CPU of the pod's limit (workers.py)
+    reuse_port: bool = False  # set for the workers: they share the port with SO_REUSEPORT
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -82,6 +85,12 @@ def _openai_mode(text: str) -> str:
     if text not in ("auto", contract.OPENAI_REQUIRED):
         raise ValueError(f"must be auto or {contract.OPENAI_REQUIRED}")
     return text
+
+
+def _switch(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return text == "true"
 
 
 def _audiences(text: str) -> tuple[str, ...]:
@@ -165,6 +174,14 @@ _FLAGS: Final[tuple[tuple[str, str | None, Callable[[str], object], object, str]
         "auto",
         "auto (the OpenAI routes for a language model they can serve) or required (fail otherwise)",
     ),
+    (
+        "--workers",
+        contract.ENV_SERVER_WORKERS,
+        _bounded_int(0, MAX_WORKERS),
+        0,
+        "server processes sharing the port, each with its own batcher; 0: one per CPU of the pod's limit",
+    ),
+    ("--reuse-port", None, _switch, False, "true: share the port with other processes (set for --workers)"),
 )
 
 
