@@ -29,6 +29,12 @@ from aidc_trainer.precision import Precision
 
 Batch = tuple[torch.Tensor, ...]
 
+# Adam and AdamW run their fused kernel (CPU and CUDA): its step counters live on the parameters'
+# device, so a step reads nothing back to the host. The default kernels read every parameter's
+# counter with ``.item()`` each step and, under a GradScaler, read the found-inf flag too (a GPU
+# sync per step); the fused one takes the scaler's tensors as they are.
+FUSED_ADAM: dict[str, Any] = {"fused": True}
+
 
 @dataclass(frozen=True)
 class TaskContext:
