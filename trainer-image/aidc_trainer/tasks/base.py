@@ -243,7 +243,9 @@ def accumulate(
         sync = index == count - 1
         with contextlib.nullcontext() if sync else wrapper.no_sync():
             with precision.autocast():
-                loss = loss_of(batch) / count
+                loss = loss_of(batch)
+                if count > 1:  # a division by one is exact: skip its kernel and autograd node
+                    loss = loss / count
             scaler.scale(loss).backward()
         part = loss.detach().float()
         total = part if total is None else total + part
