@@ -1,8 +1,8 @@
 """One rank of the host-read test, started by ``test_step_reads.py`` in each of two processes.
 
 It runs the real trainer loop (``Trainer.run`` through ``CountedTrainer``) with every host read of
-a tensor counted and filed under the step that made it, checkpoints every few steps and frequent
-heartbeats, and writes what this rank counted to ``OUT.rankN.json``.
+a tensor counted and filed under the step that made it, checkpoints every few steps and one
+report at the end, and writes what this rank counted to ``OUT.rankN.json``.
 
 Usage: ``python step_reads_worker.py OUT CHECKPOINT_DIR TASK``.
 """
