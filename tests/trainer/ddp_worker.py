@@ -106,16 +106,20 @@ def collectives(gang: Gang) -> dict[str, Any]:
         "nestedTuple": list(received["nested"][1]),
         "rngDigest": digest({"rng": received["nested"][0]["rng"]}),
     }
-    # rank 1 raises the stop flag at step 3; everyone must read it at step 4 (one step late)
-    agreement = StepAgreement(gang, 2)
-    seen = []
-    for step in range(1, 7):
-        flags = agreement.exchange([int(gang.rank == 1 and step == 3), 0])
-        seen.append(flags)
-    seen.append(agreement.drain())
+    # rank 1 raises the stop flag at step 3. Exchanging every step, everyone reads it at step 4
+    # (one step late); spaced 4 steps apart (exchanges at steps 1, 2, 6, 10), at step 10
+    seen = {"everyStep": agree(gang, StepAgreement(gang, 2, target_seconds=0), steps=6)}
+    spaced = StepAgreement(gang, 2, target_seconds=3600, max_interval=4)
+    seen["spaced"] = agree(gang, spaced, steps=12)
     gathered = gather_to_leader({"summary": summary, "flags": seen}, gang)
     leader_digest = digest({"rng": state["nested"][0]["rng"]}) if state else None
     return {"ranks": gathered, "leaderRngDigest": leader_digest}
+
+
+def agree(gang: Gang, agreement: StepAgreement, steps: int) -> list[list[int]]:
+    """What this rank reads at each step, and from the final drain, when rank 1 raises a flag at step 3."""
+    seen = [agreement.exchange([int(gang.rank == 1 and step == 3), 0]) for step in range(1, steps + 1)]
+    return [*seen, agreement.drain()]
 
 
 def main() -> None:

@@ -66,6 +66,9 @@ def test_broadcast_state_and_step_agreement(gang_results: dict[str, Any]) -> Non
     assert (received["count"], received["countShape"]) == (7, [])
     assert received["nestedTuple"] == ["text", 3, None, 2.5]
     assert received["rngDigest"] == result["leaderRngDigest"]
-    # flags offered at step 3 by rank 1 only are read by both ranks at step 4, and only then
-    expected = [[0, 0], [0, 0], [0, 0], [1, 0], [0, 0], [0, 0], [0, 0]]
-    assert [rank["flags"] for rank in result["ranks"]] == [expected, expected]
+    # flags offered at step 3 by rank 1 only are read by both ranks at the same step, and only then:
+    # step 4 when exchanging every step; step 10 when exchanges are 4 steps apart (at 1, 2, 6, 10)
+    every_step = [[0, 0]] * 3 + [[1, 0]] + [[0, 0]] * 3
+    spaced = [[0, 0]] * 9 + [[1, 0]] + [[0, 0]] * 3
+    assert [rank["flags"]["everyStep"] for rank in result["ranks"]] == [every_step, every_step]
+    assert [rank["flags"]["spaced"] for rank in result["ranks"]] == [spaced, spaced]

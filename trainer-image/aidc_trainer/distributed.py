@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -128,34 +129,65 @@ def barrier(gang: Gang) -> None:
 
 
 class StepAgreement:
-    """Agree on control flags (stop now, checkpoint now) at step boundaries, one step late.
+    """Agree on control flags (stop now, checkpoint now) at step boundaries without waiting.
 
-    Each rank contributes its flags and all ranks see the element-wise maximum. The all-reduce
-    is started at step t and read at step t+1, so its latency hides behind a step of compute;
-    every rank reads the same answer at the same step, which is all a stop needs.
+    Each rank contributes its flags and all ranks see the element-wise maximum. An exchange is an
+    all-reduce started at one step and read at the next exchange step, so the answer has long
+    arrived when it is read: no step waits for a collective, and every rank reads the same answer
+    at the same step, which is all a stop needs. A flag raised between exchanges is kept until the
+    next one.
+
+    Exchanging every step costs a collective per step (milliseconds on a busy CPU host, next to
+    steps of tens of milliseconds), so exchanges are spaced to about ``target_seconds`` of
+    training, at most ``max_interval`` steps apart. The leader measures its step time and proposes
+    the spacing through the exchange itself (others propose 0, the maximum is the leader's), so
+    every rank learns the next exchange step from the same answer. A flag is seen within two
+    spacings: a few tenths of a second, or two steps when steps are long. ``target_seconds=0``
+    exchanges every step.
     """
 
-    def __init__(self, gang: Gang, size: int) -> None:
+    def __init__(self, gang: Gang, size: int, *, target_seconds: float = 0.2, max_interval: int = 16) -> None:
         self._gang = gang
-        self._size = size
+        self._size = size  # the callers' flags; one slot more carries the proposed spacing
+        self._target = target_seconds
+        self._max_interval = max_interval
+        self._raised = [0] * size  # flags offered since the last exchange
+        self._interval = self._countdown = 1
+        self._last_exchange = time.monotonic()
         self._pending: tuple[dist.Work | None, torch.Tensor] | None = None
 
     def exchange(self, flags: list[int]) -> list[int]:
-        """Offer this step's flags; return the agreed flags of the previous step (zeros at first)."""
+        """Offer this step's flags; return the flags agreed at the previous exchange on an exchange
+        step (zeros at the first), zeros on the steps between."""
+        self._raised = [max(old, new) for old, new in zip(self._raised, flags, strict=True)]
+        self._countdown -= 1
+        if self._countdown > 0:
+            return [0] * self._size
+        proposal = self._proposal() if self._gang.is_leader else 0
         agreed = self._collect()
-        tensor = torch.tensor(flags, dtype=torch.int32)
+        tensor = torch.tensor([*self._raised, proposal], dtype=torch.int32)
+        work = None
         if self._gang.world_size > 1:
             work = dist.all_reduce(
                 tensor, op=dist.ReduceOp.MAX, group=self._gang.control_group, async_op=True
             )
-        else:
-            work = None
         self._pending = (work, tensor)
+        self._raised = [0] * self._size
+        self._countdown = self._interval
         return agreed
 
     def drain(self) -> list[int]:
         """Finish the outstanding exchange (every rank must call this the same number of times)."""
         return self._collect()
+
+    def _proposal(self) -> int:
+        """Steps between exchanges that make about ``target_seconds`` at the leader's step time."""
+        now = time.monotonic()
+        seconds_per_step = (now - self._last_exchange) / self._interval
+        self._last_exchange = now
+        if self._target <= 0 or seconds_per_step <= 0:
+            return 1
+        return max(1, min(self._max_interval, int(self._target / seconds_per_step)))
 
     def _collect(self) -> list[int]:
         if self._pending is None:
@@ -164,7 +196,10 @@ class StepAgreement:
         self._pending = None
         if work is not None:
             work.wait()
-        return [int(value) for value in tensor.tolist()]
+        # host memory on every backend (the gloo control group): this read waits for no device
+        *agreed, interval = (int(value) for value in tensor.tolist())
+        self._interval = max(1, interval)
+        return agreed
 
 
 def all_reduce_sum(values: list[float], gang: Gang) -> list[float]:

@@ -117,15 +117,30 @@ class _Throughput:
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.loss_count += 1
 
-    def take(self) -> tuple[float | None, float | None]:
-        """(mean loss, samples/s) since the last take; this is where the GPU syncs, once."""
+    def take(self) -> tuple[float | None, float | None, int]:
+        """(mean loss, samples/s, samples) since the last take; the one place the loss is read back
+        from the device (a GPU sync), at report time only."""
         now = time.monotonic()
-        rate = self.samples / (now - self.since) if self.samples and now > self.since else None
+        samples = self.samples
+        rate = samples / (now - self.since) if samples and now > self.since else None
         loss = (
             float(self.loss_sum) / self.loss_count if self.loss_sum is not None and self.loss_count else None
         )
         self.since, self.samples, self.loss_sum, self.loss_count = now, 0, None, 0
-        return loss, rate
+        return loss, rate, samples
+
+
+@dataclass
+class _Loop:
+    """What the steps of one attempt share besides the position: the clocks, meter and agreement."""
+
+    total: int
+    meter: _Throughput
+    agreement: StepAgreement
+    next_heartbeat: float
+    last_checkpoint_at: float
+    started: float = field(default_factory=time.monotonic)
+    samples: int = 0  # by the whole gang, this attempt
 
 
 class Trainer:
@@ -418,7 +433,8 @@ class Trainer:
     # --- reporting ---------------------------------------------------------------------------
 
     def _heartbeat(self, position: Position, meter: _Throughput, total: int) -> dict[str, Any]:
-        loss, rate = meter.take()
+        loss, rate, samples = meter.take()
+        self.metrics.samples.inc(samples)  # counted here rather than per step: no work per step
         done = position.step - meter.start_step
         elapsed = time.monotonic() - meter.started
         eta = (total - position.step) * elapsed / done if done > 0 else None
@@ -459,73 +475,98 @@ class Trainer:
     def run(self) -> RunResult:
         task, dataset, sampler, steps_per_epoch, total = self._build()
         position = self._resume(task)
-        accumulation = self.config.gradient_accumulation_steps
         if self.leader:
             self.metrics.total_steps.set(total)
             self.metrics.serve(self.env.metrics_port)
             self._start_reporter()
-        meter = _Throughput(position.step)
-        agreement = StepAgreement(self.gang, 2)
-        next_heartbeat = time.monotonic() + self.env.heartbeat_seconds
-        last_checkpoint_at = time.monotonic()
-        every_steps = self.env.checkpoint_every_steps
-        every_seconds = self.env.checkpoint_every_seconds
-        stopped = False
-        loop_started, samples_done = time.monotonic(), 0
-
-        while position.step < total and not stopped:
-            sampler.set_epoch(position.epoch)
-            sampler.skip_next(position.consumed * self.config.batch_size)
-            batches: Iterator[Batch] = iterate_batches(dataset, sampler, self.config.batch_size)
-            for _ in range(steps_per_epoch - position.consumed // accumulation):
-                micro_batches = [next(batches) for _ in range(accumulation)]
-                values = task.train_step(micro_batches)
-                position.step += 1
-                position.consumed += accumulation
-                self._log_loss(position.step, values)
-                samples = sum(len(batch[0]) for batch in micro_batches) * self.gang.world_size
-                samples_done += samples
-                if self.leader:
-                    meter.add(samples, values["loss"])
-                    self.metrics.samples.inc(samples)
-
-                due = False
-                if (
-                    self.leader
-                    and every_seconds > 0
-                    and time.monotonic() - last_checkpoint_at >= every_seconds
-                ):
-                    due, last_checkpoint_at = True, time.monotonic()
-                agreed = agreement.exchange([int(self.preemption.requested), int(due)])
-                if (every_steps and position.step % every_steps == 0) or agreed[_CHECKPOINT_DUE]:
-                    self._checkpoint(task, position)
-                    last_checkpoint_at = time.monotonic()
-                if agreed[_STOP]:
-                    stopped = True
-                    break
-                if self._reporter is not None and time.monotonic() >= next_heartbeat:
-                    self._reporter.offer(self._heartbeat(position, meter, total))
-                    next_heartbeat = time.monotonic() + self.env.heartbeat_seconds
-                if position.step >= total:
-                    break
-            if not stopped and position.consumed // accumulation >= steps_per_epoch:
-                self._evaluate(task, position)
-                position.epoch += 1
-                position.consumed = 0
-        agreement.drain()
-        loop_seconds = time.monotonic() - loop_started
-        self._samples_per_second = samples_done / loop_seconds if samples_done and loop_seconds > 0 else None
+        now = time.monotonic()
+        loop = _Loop(
+            total=total,
+            meter=_Throughput(position.step),
+            agreement=self._agreement(),
+            next_heartbeat=now + self.env.heartbeat_seconds,
+            last_checkpoint_at=now,
+        )
+        stopped = self._train(task, dataset, sampler, steps_per_epoch, position, loop)
+        loop.agreement.drain()
+        seconds = time.monotonic() - loop.started
+        self._samples_per_second = loop.samples / seconds if loop.samples and seconds > 0 else None
 
         if stopped:
-            return self._stop_on_request(task, position, meter, total)
+            return self._stop_on_request(task, position, loop.meter, total)
 
         if position.evaluated_step != position.step:
             self._evaluate(task, position)  # the run ended mid-epoch (maxSteps): measure what is exported
         self._checkpoint(task, position)
         self._export_final(task, position)
-        self._finish_reports(position, meter, total)
+        self._finish_reports(position, loop.meter, total)
         barrier(self.gang)
         return self._result("completed", position, total)
+
+    def _agreement(self) -> StepAgreement:
+        """How the gang agrees on stops and time-based checkpoints (its two flags)."""
+        return StepAgreement(self.gang, 2)
+
+    def _train(
+        self,
+        task: Task,
+        dataset: TensorDataset,
+        sampler: ResumableSampler,
+        steps_per_epoch: int,
+        position: Position,
+        loop: _Loop,
+    ) -> bool:
+        """The epochs of this attempt, each validated at its end; True when the gang agreed to stop."""
+        accumulation = self.config.gradient_accumulation_steps
+        while position.step < loop.total:
+            sampler.set_epoch(position.epoch)
+            sampler.skip_next(position.consumed * self.config.batch_size)
+            batches: Iterator[Batch] = iterate_batches(dataset, sampler, self.config.batch_size)
+            for _ in range(steps_per_epoch - position.consumed // accumulation):
+                if self._step(task, [next(batches) for _ in range(accumulation)], position, loop):
+                    return True
+                if position.step >= loop.total:
+                    break
+            if position.consumed // accumulation >= steps_per_epoch:
+                self._evaluate(task, position)
+                position.epoch += 1
+                position.consumed = 0
+        return False
+
+    def _step(self, task: Task, micro_batches: list[Batch], position: Position, loop: _Loop) -> bool:
+        """One optimizer step and the control work after it; True when the gang agreed to stop.
+
+        Outside checkpoint and report steps nothing here reads a tensor back to the host: the loss
+        stays on the device in the meter until a heartbeat takes it, and the agreed flags are host
+        memory whose all-reduce was started steps earlier.
+        """
+        values = task.train_step(micro_batches)
+        position.step += 1
+        position.consumed += len(micro_batches)
+        self._log_loss(position.step, values)
+        samples = sum(len(batch[0]) for batch in micro_batches) * self.gang.world_size
+        loop.samples += samples
+        if self.leader:
+            loop.meter.add(samples, values["loss"])
+        agreed = loop.agreement.exchange([int(self.preemption.requested), int(self._checkpoint_due(loop))])
+        every_steps = self.env.checkpoint_every_steps
+        if (every_steps and position.step % every_steps == 0) or agreed[_CHECKPOINT_DUE]:
+            self._checkpoint(task, position)
+            loop.last_checkpoint_at = time.monotonic()
+        if agreed[_STOP]:
+            return True
+        if self._reporter is not None and time.monotonic() >= loop.next_heartbeat:
+            self._reporter.offer(self._heartbeat(position, loop.meter, loop.total))
+            loop.next_heartbeat = time.monotonic() + self.env.heartbeat_seconds
+        return False
+
+    def _checkpoint_due(self, loop: _Loop) -> bool:
+        """Rank 0's clock asks for a time-based checkpoint (which the gang then agrees on)."""
+        every = self.env.checkpoint_every_seconds
+        if not self.leader or every <= 0 or time.monotonic() - loop.last_checkpoint_at < every:
+            return False
+        loop.last_checkpoint_at = time.monotonic()
+        return True
 
     def _stop_on_request(self, task: Task, position: Position, meter: _Throughput, total: int) -> RunResult:
         """SIGTERM: a checkpoint, the last reports, and the gang leaves together (exit 143)."""

@@ -80,7 +80,6 @@ class PolicyTrainer(Trainer):
         }
         if self.leader:
             meter.add(task.steps_per_update, values["loss"])
-            self.metrics.samples.inc(task.steps_per_update)
             self.metrics.set_training(position.metrics)
 
     def _evaluate(self, task: Task, position: Position) -> None:
@@ -118,7 +117,8 @@ class PolicyTrainer(Trainer):
         self, task: ReinforcementLearningTask, position: Position, meter: _Throughput, total: int
     ) -> bool:
         """Iterate until ``total`` environment steps or an agreed stop; True when stopped."""
-        agreement = StepAgreement(self.gang, 2)
+        # an iteration is long and reads its metrics anyway: exchanging at each one costs nothing
+        agreement = StepAgreement(self.gang, 2, target_seconds=0)
         next_heartbeat = time.monotonic() + self.env.heartbeat_seconds
         last_checkpoint_at = time.monotonic()
         every_steps, every_seconds = self.env.checkpoint_every_steps, self.env.checkpoint_every_seconds

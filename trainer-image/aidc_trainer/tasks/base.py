@@ -29,6 +29,12 @@ from aidc_trainer.precision import Precision
 
 Batch = tuple[torch.Tensor, ...]
 
+# Adam and AdamW run their fused kernel (CPU and CUDA): its step counters live on the parameters'
+# device, so a step reads nothing back to the host. The default kernels read every parameter's
+# counter with ``.item()`` each step and, under a GradScaler, read the found-inf flag too (a GPU
+# sync per step); the fused one takes the scaler's tensors as they are.
+FUSED_ADAM: dict[str, Any] = {"fused": True}
+
 
 @dataclass(frozen=True)
 class TaskContext:
@@ -237,7 +243,9 @@ def accumulate(
         sync = index == count - 1
         with contextlib.nullcontext() if sync else wrapper.no_sync():
             with precision.autocast():
-                loss = loss_of(batch) / count
+                loss = loss_of(batch)
+                if count > 1:  # a division by one is exact: skip its kernel and autograd node
+                    loss = loss / count
             scaler.scale(loss).backward()
         part = loss.detach().float()
         total = part if total is None else total + part

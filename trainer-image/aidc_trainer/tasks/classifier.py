@@ -19,6 +19,7 @@ from aidc_trainer.datasets import load_images
 from aidc_trainer.distributed import all_reduce_sum
 from aidc_trainer.models import build_model
 from aidc_trainer.tasks.base import (
+    FUSED_ADAM,
     Batch,
     Exported,
     SingleModelTask,
@@ -51,7 +52,7 @@ class ClassifierTask(SingleModelTask):
         torch.manual_seed(self.config.seed)  # same initial weights on every rank
         self.model = build_model(self.name, self.architecture).to(self.device)
         self.ddp = wrap_ddp(self.model, self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate, **FUSED_ADAM)
         self.scaler = context.precision.grad_scaler()
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self._parameters = list(self.model.parameters())

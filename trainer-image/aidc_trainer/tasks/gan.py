@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 from aidc_trainer.datasets import load_images
 from aidc_trainer.models import build_discriminator, build_model
-from aidc_trainer.tasks.base import Batch, Exported, Task, TaskContext, optimizer_step, wrap_ddp
+from aidc_trainer.tasks.base import FUSED_ADAM, Batch, Exported, Task, TaskContext, optimizer_step, wrap_ddp
 
 LATENT_DIM = 64
 _EVAL_SAMPLES = 512
@@ -60,9 +60,11 @@ class GanTask(Task):
         self.ddp_generator = wrap_ddp(self.generator, self.device)
         self.ddp_discriminator = wrap_ddp(self.discriminator, self.device)
         betas = (0.5, 0.999)
-        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.learning_rate, betas=betas)
+        self.optimizer_g = torch.optim.Adam(
+            self.generator.parameters(), lr=self.learning_rate, betas=betas, **FUSED_ADAM
+        )
         self.optimizer_d = torch.optim.Adam(
-            self.discriminator.parameters(), lr=self.learning_rate, betas=betas
+            self.discriminator.parameters(), lr=self.learning_rate, betas=betas, **FUSED_ADAM
         )
         self.scaler = context.precision.grad_scaler()
 

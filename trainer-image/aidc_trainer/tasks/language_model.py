@@ -20,6 +20,7 @@ from aidc_trainer.distributed import all_reduce_sum
 from aidc_trainer.models import build_model
 from aidc_trainer.sharding import shard_model
 from aidc_trainer.tasks.base import (
+    FUSED_ADAM,
     Batch,
     Exported,
     SingleModelTask,
@@ -70,6 +71,7 @@ class LanguageModelTask(SingleModelTask):
             [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.learning_rate,
             betas=(0.9, 0.95),
+            **FUSED_ADAM,
         )
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.scaler = context.precision.grad_scaler()

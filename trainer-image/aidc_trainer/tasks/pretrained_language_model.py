@@ -25,6 +25,7 @@ from aidc_trainer.finetune_data import IGNORED, load_finetune_data
 from aidc_trainer.pretrained import load_pretrained, save_for_serving, transformer_blocks, with_lora
 from aidc_trainer.sharding import shard_model
 from aidc_trainer.tasks.base import (
+    FUSED_ADAM,
     Batch,
     Exported,
     SingleModelTask,
@@ -78,7 +79,9 @@ class PretrainedLanguageModelTask(SingleModelTask):
         self.ddp = wrapped.module
         self.gradient_sync = wrapped
         self._parameters = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self._parameters, lr=self.learning_rate, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(
+            self._parameters, lr=self.learning_rate, weight_decay=0.0, **FUSED_ADAM
+        )
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.scaler = context.precision.grad_scaler()
         self.model_config: Any = getattr(model, "config")  # noqa: B009 (a transformers PretrainedConfig)
