@@ -114,7 +114,10 @@ def _check_the_fleet(
     assert done["flaky"]["status"]["restarts"] == 1
     wait_for(lambda: get(kube, namespace, ISVC, names["lm"]), until=lambda s: condition_is(s, "Ready"), timeout=240)
     assert _ask(kube, namespace, names["lm"]) == [200] * 5 + [400] * 2 + [200] * 3
-    wait_for(lambda: prometheus.has_data("aidc_server_generated_tokens_total > 0"), timeout=60)
+    try:
+        wait_for(lambda: prometheus.has_data("aidc_server_generated_tokens_total > 0"), timeout=60)
+    except Exception as error:
+        raise AssertionError(f"no tokens reached Prometheus; targets: {prometheus.targets()}") from error
     _the_dashboard_had_data(prometheus)
     _the_alerts_read_real_labels(prometheus)
     _the_earned_alerts_fire(prometheus, namespace, names, wait_for)

@@ -49,6 +49,12 @@ class Prometheus:
         data = self.api("series", **{"match[]": metric, "start": str(self.started), "end": str(time.time())})
         return list(data)
 
+    def targets(self) -> list[tuple[str, str, str, str]]:
+        """(scrape job, address, health, last error) of every target Prometheus discovered: what a
+        failing test shows."""
+        active = self.api("targets")["activeTargets"]
+        return [(t["scrapePool"], t["scrapeUrl"], t["health"], t["lastError"]) for t in active]
+
     def parse(self, expr: str) -> dict[str, Any]:
         """The expression's syntax tree, as the Prometheus UI's explain view gets it."""
         tree: dict[str, Any] = self.api("parse_query", query=expr)

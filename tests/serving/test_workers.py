@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aidc_trainer import contract
-from aidc_trainer.serving.workers import UNLIMITED_CAP, cgroup_cpu_limit, default_workers, usable_cpus
+from aidc_trainer.serving.workers import cgroup_cpu_limit, default_workers, usable_cpus
 from tests.serving.harness import ServerProcess, metric_samples, request, start_process
 
 
@@ -35,7 +35,20 @@ def _cgroup(root: Path, files: dict[str, str]) -> Path:
     ],
 )
 def test_the_cpu_limit_is_read_from_cgroup_v2_or_v1(tmp_path: Path, files: dict[str, str], limit: float | None) -> None:
-    assert cgroup_cpu_limit(_cgroup(tmp_path, files)) == limit
+    assert cgroup_cpu_limit(_cgroup(tmp_path, files), tmp_path / "no-proc-cgroup") == limit
+
+
+def test_with_the_hosts_cgroup_namespace_v1_reads_the_containers_own_cgroup(tmp_path: Path) -> None:
+    """runc on cgroup v1 shares the node's cgroup namespace: the mount's root is the node's, unlimited,
+    and the container's limit sits under the path /proc/self/cgroup names (a 500m pod ran 2 workers)."""
+    own = "kubepods/burstable/pod1234/abcd"
+    files = {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}
+    files |= {f"cpu/{own}/cpu.cfs_quota_us": "50000", f"cpu/{own}/cpu.cfs_period_us": "100000"}
+    root = _cgroup(tmp_path, files)
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text(f"12:memory:/{own}\n4:cpu,cpuacct:/{own}\n0::/\n")
+    assert cgroup_cpu_limit(root, proc) == 0.5
+    assert usable_cpus(root, affinity=2, proc_cgroup=proc) == 1
 
 
 @pytest.mark.parametrize(
@@ -45,14 +58,15 @@ def test_the_cpu_limit_is_read_from_cgroup_v2_or_v1(tmp_path: Path, files: dict[
         ({"cpu.max": "150000 100000"}, 16, 2),  # a fraction of a CPU still gets a worker
         ({"cpu.max": "50000 100000"}, 16, 1),
         ({"cpu.max": "800000 100000"}, 2, 2),  # never more than the CPUs it may run on
-        ({"cpu.max": "max 100000"}, 2, 2),
-        ({"cpu.max": "max 100000"}, 96, UNLIMITED_CAP),  # no limit on a large node: capped
+        ({"cpu.max": "max 100000"}, 2, 1),  # no limit: one, whatever the node has
+        ({"cpu.max": "max 100000"}, 96, 1),
+        ({}, 96, 1),
     ],
 )
 def test_usable_cpus_round_the_limit_up_within_the_affinity(
     tmp_path: Path, files: dict[str, str], affinity: int, cpus: int
 ) -> None:
-    assert usable_cpus(_cgroup(tmp_path, files), affinity=affinity) == cpus
+    assert usable_cpus(_cgroup(tmp_path, files), affinity=affinity, proc_cgroup=tmp_path / "none") == cpus
 
 
 @pytest.mark.parametrize(

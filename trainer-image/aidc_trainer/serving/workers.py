@@ -8,8 +8,8 @@ port 0 resolves once for all workers, forwards SIGTERM, and ends when any worker
 code, so the kubelet restarts the pod rather than leaving it half-served.
 
 The default (``--workers 0``) is the pod's CPU limit as the container sees it: cgroup v2
-``cpu.max``, else cgroup v1's CFS quota, rounded up and never more than the CPUs the process may
-run on; without a limit, those CPUs, at most ``UNLIMITED_CAP``. On a GPU the default is one
+``cpu.max``, else cgroup v1's CFS quota of the process's own cgroup, rounded up and never more than
+the CPUs the process may run on; without a limit, one. On a GPU the default is one
 worker: every worker would hold its own copy of the model in the device's memory.
 """
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 POLL_SECONDS: Final = 0.2
 STOP_SECONDS: Final = 30.0
-UNLIMITED_CAP: Final = 8
+PROC_CGROUP: Final = Path("/proc/self/cgroup")
 
 
 def _read(path: Path) -> str | None:
@@ -47,7 +47,17 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+def _own_v1_cpu_path(proc_cgroup: Path) -> str:
+    """This process's cgroup in v1's cpu hierarchy ("" where unknown): with the host's cgroup
+    namespace (runc's default on v1) /sys/fs/cgroup/cpu is the node's root, not the container's."""
+    for line in (_read(proc_cgroup) or "").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return path.strip("/")
+    return ""
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """CPUs the container's cgroup allows (quota / period), or None when unlimited or unknown."""
     v2 = _read(root / "cpu.max")
     if v2 is not None:
@@ -55,23 +65,26 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
         if quota == "max" or not period:
             return None
         return int(quota) / int(period)
-    quota_v1 = _read(root / "cpu" / "cpu.cfs_quota_us") or _read(root / "cpu.cfs_quota_us")
-    period_v1 = _read(root / "cpu" / "cpu.cfs_period_us") or _read(root / "cpu.cfs_period_us")
-    if quota_v1 is None or period_v1 is None or int(quota_v1) <= 0:
-        return None
-    return int(quota_v1) / int(period_v1)
+    own = _own_v1_cpu_path(proc_cgroup)
+    for folder in (root / "cpu" / own, root / "cpu", root):  # the container's own, else a mount of it
+        quota_v1, period_v1 = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+        if quota_v1 is not None and period_v1 is not None:
+            return int(quota_v1) / int(period_v1) if int(quota_v1) > 0 else None
+    return None
 
 
-def usable_cpus(root: Path = CGROUP_ROOT, affinity: int | None = None) -> int:
+def usable_cpus(
+    root: Path = CGROUP_ROOT, affinity: int | None = None, proc_cgroup: Path = PROC_CGROUP
+) -> int:
     """Whole CPUs this process may keep busy: the cgroup limit rounded up, at most the affinity.
 
-    Without a limit the affinity counts, up to ``UNLIMITED_CAP``: a pod without a CPU limit on a
-    large node would otherwise load the model once per core of the node.
+    Without a limit it is one: nothing says how much of the node the pod may take, and each worker
+    holds a copy of the model.
     """
     allowed = len(os.sched_getaffinity(0)) if affinity is None else affinity
-    limit = cgroup_cpu_limit(root)
+    limit = cgroup_cpu_limit(root, proc_cgroup)
     if limit is None:
-        return max(1, min(allowed, UNLIMITED_CAP))
+        return 1
     return max(1, min(allowed, math.ceil(limit - 1e-9)))
 
 
