@@ -112,3 +112,12 @@ def test_a_phase_change_to_running_observes_the_wait_by_namespace() -> None:
     assert 'aidc_operator_trainingjob_time_to_running_seconds_bucket{le="3600.0",namespace="ml"} 0.0' in text
     assert 'aidc_operator_trainingjob_time_to_running_seconds_bucket{le="7200.0",namespace="ml"} 1.0' in text
     assert 'aidc_operator_trainingjob_scheduling_wait_seconds_count{namespace="ml"} 1.0' in text
+
+
+def test_a_new_jobs_namespace_has_its_wait_series_at_zero_before_any_wait_ends() -> None:
+    """A series born at its first observation has no increase a rate() can see: the first wait would be lost."""
+    metrics = OperatorMetrics()
+    metrics.record_phase_change({"namespace": "vision"}, {}, {"phase": "Pending"}, datetime(2026, 12, 6, tzinfo=UTC))
+    text = generate_latest(metrics.registry).decode()
+    assert 'aidc_operator_trainingjob_time_to_running_seconds_count{namespace="vision"} 0.0' in text
+    assert 'aidc_operator_trainingjob_scheduling_wait_seconds_count{namespace="vision"} 0.0' in text

@@ -86,6 +86,7 @@ def _job(name: str, endpoint: dict[str, Any], interval: str, relabel: list[dict[
         "job_name": name,
         "scrape_interval": interval,  # the chart's 30s would make a test wait minutes
         "scrape_timeout": interval,
+        "honor_labels": bool(endpoint.get("honorLabels", False)),
         "metrics_path": endpoint.get("path", "/metrics"),
         "scheme": endpoint.get("scheme", "http"),
         "kubernetes_sd_configs": [discovery],

@@ -122,6 +122,9 @@ class OperatorMetrics:
             return
         namespace = str(metadata.get("namespace", ""))
         self.transitions.labels(before or "New", after or "Pending").inc()
+        if before is None:  # a new job: its namespace's waits start at 0, so its first wait is an increase
+            self.time_to_running.labels(namespace)
+            self.scheduling_wait.labels(namespace)
         if after == "Restarting":
             reason = next((c["reason"] for c in new.get("conditions", []) if c["type"] == "Restarting"), "Unknown")
             self.restarts.labels(namespace, reason).inc()
