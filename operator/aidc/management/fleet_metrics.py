@@ -16,16 +16,18 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aidc.api.inferenceservice import ServingPhase
+from aidc.api.trainingjob import TrainingPhase
 from aidc.management.workers import Held
 
 PREFIX = "aidc_operator"
-TRAINING_PHASES = ("Pending", "Queued", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
-SERVING_PHASES = ("Pending", "ModelNotReady", "Deploying", "Ready", "Failed")
+TRAINING_PHASES: tuple[str, ...] = get_args(TrainingPhase)  # the API's phases, so a new one is counted too
+SERVING_PHASES: tuple[str, ...] = get_args(ServingPhase)
 
 
 Source = Callable[[], Iterable[Held]]
