@@ -317,10 +317,9 @@ build_pause() {
 
 build_coredns() {
     local ref=localhost/coredns:$COREDNS_VERSION binary=$TOOLS_BIN/coredns key
-    if [[ ! -x $binary ]]; then
-        say "coredns: skipped, $binary is not built yet (make tools)"
-        return
-    fi
+    # the one image made of a built tool: the other images build while `make tools` runs beside
+    # them, and this waits on build-tools.sh's lock until the tools are built (a no-op when they are)
+    logged coredns "$ROOT/hack/build-tools.sh" coredns
     key=$({
         declare -f build_coredns
         echo "$ref"
