@@ -12,9 +12,25 @@ tools_dir="$root/hack/tools"
 source "$tools_dir/versions.env"
 bin=${AIDC_TOOLS:-$root/.cache/tools/bin}
 mkdir -p "$bin"
-# one build at a time: `make images` (which needs tools) and the test session may start this together
-exec 9>"$bin/.lock"
-flock 9
+# one build at a time: `make images` (which needs tools) and the test session may start this together.
+# The lock is taken only once something must be built, so a caller that finds its tools up to date
+# never queues behind someone else's long build; what was waited for is looked at again under it.
+locked=0
+take_lock() {
+  ((locked)) && return
+  exec 9>"$bin/.lock"
+  flock 9
+  locked=1
+}
+stamp_of() {  # stamp_of "NAME VERSION" MODULE-DIR: what a build from that pinned module is stamped with
+  echo "$1 $(cat "$tools_dir/$2/go.mod" "$tools_dir/$2/go.sum" | sha256sum | cut -c1-16)"
+}
+tool_built() {  # tool_built NAME VERSION MODULE-DIR
+  [[ -x "$bin/$1" && -f "$bin/$1.stamp" && "$(cat "$bin/$1.stamp")" == "$(stamp_of "$1 $2" "$3")" ]]
+}
+crds_copied() {  # crds_copied FOLDER STAMP
+  [[ -f "$1/.stamp" && "$(cat "$1/.stamp")" == "$2" ]]
+}
 export GOFLAGS="-mod=mod -trimpath -buildvcs=false"
 # Go's build cache (several GB after kube-apiserver, kubelet and containerd) is the run's own and goes
 # when it ends: a binary is rebuilt only when its pin changes, and a fresh machine's disk is needed for
@@ -75,16 +91,15 @@ built=0
 for spec in "${specs[@]}"; do
   IFS='|' read -r name dir pkg version ldflags tags <<<"$spec"
   if ((${#wanted[@]})) && [[ " ${wanted[*]} " != *" $name "* ]]; then continue; fi
-  stamp="$name $version $(cat "$tools_dir/$dir/go.mod" "$tools_dir/$dir/go.sum" | sha256sum | cut -c1-16)"
-  if [[ -x "$bin/$name" && -f "$bin/$name.stamp" && "$(cat "$bin/$name.stamp")" == "$stamp" ]]; then
-    continue
-  fi
+  tool_built "$name" "$version" "$dir" && continue
+  take_lock
+  tool_built "$name" "$version" "$dir" && continue  # built by whoever held the lock
   echo ">> building $name $version" >&2
   start=$(date +%s)
   (cd "$tools_dir/$dir" && go build -tags "${tags:-}" -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")
   mv "$bin/$name.tmp" "$bin/$name"
   # after the build: -mod=mod may have completed go.sum, and the stamp is of what was built
-  echo "$name $version $(cat "$tools_dir/$dir/go.mod" "$tools_dir/$dir/go.sum" | sha256sum | cut -c1-16)" >"$bin/$name.stamp"
+  stamp_of "$name $version" "$dir" >"$bin/$name.stamp"
   echo ">> built $name in $(($(date +%s) - start))s" >&2
   built=$((built + 1))
 done
@@ -99,10 +114,10 @@ for spec in "${manifests[@]}"; do
   IFS='|' read -r name dir module version files <<<"$spec"
   if ((${#wanted[@]})) && [[ " ${wanted[*]} " != *" $name-crds "* ]]; then continue; fi
   out="$crd_root/$name"
-  stamp="$name-crds $version $(cat "$tools_dir/$dir/go.mod" "$tools_dir/$dir/go.sum" | sha256sum | cut -c1-16)"
-  if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$stamp" ]]; then
-    continue
-  fi
+  stamp=$(stamp_of "$name-crds $version" "$dir")
+  crds_copied "$out" "$stamp" && continue
+  take_lock
+  crds_copied "$out" "$stamp" && continue
   echo ">> copying $name CRDs from $module $version" >&2
   src=$(cd "$tools_dir/$dir" && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
   [[ -n "$src" && -d "$src" ]] || { echo "could not download $module@$version" >&2; exit 1; }
