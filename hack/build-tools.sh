@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the control-plane tools of the test bed from the pinned Go modules in hack/tools/
 # into $AIDC_TOOLS (default .cache/tools/bin), one binary per tool, each stamped with its
-# version, and copies the CRDs of other projects the tests install (the CSI snapshot API) from
-# their pinned modules into $AIDC_TOOL_CRDS (default .cache/tools/crds), one folder each. A
-# tool is rebuilt, a folder copied, only when its pinned module (go.mod + go.sum) changed, so
-# a second run does nothing. Usage: hack/build-tools.sh [tool ... | snapshot-crds ...]
+# version, and copies the CRDs of other projects the tests install (the CSI snapshot API, the
+# scheduler-plugins PodGroup) from their pinned modules into $AIDC_TOOL_CRDS (default
+# .cache/tools/crds), one folder each. A tool is rebuilt, a folder copied, only when its pinned
+# module (go.mod + go.sum) changed, so a second run does nothing. Usage: hack/build-tools.sh [tool ... | snapshot-crds | scheduler-plugins-crds ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools_dir="$root/hack/tools"
@@ -46,6 +46,8 @@ cni=github.com/containernetworking/plugins/plugins
 ctrd=github.com/containerd/containerd/v2
 ctrd_ldflags="-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION"
 ctrd_tags=no_btrfs,no_devmapper,no_zfs
+# as upstream's Makefile stamps its kube-scheduler image
+sp_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$SCHEDULER_PLUGINS_VERSION"
 specs=(
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$KUBERNETES_VERSION|$k8s_ldflags"
@@ -68,6 +70,8 @@ specs=(
   # observability: the dashboard's queries and the alerts are proven against a real Prometheus
   "prometheus|prometheus|github.com/prometheus/prometheus/cmd/prometheus|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
   "promtool|prometheus|github.com/prometheus/prometheus/cmd/promtool|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
+  # gang scheduling: kube-scheduler 1.34 with scheduler-plugins' Coscheduling (its own Kubernetes release)
+  "scheduler-plugins|scheduler-plugins|aidc.io/hack/tools/scheduler-plugins|$SCHEDULER_PLUGINS_VERSION|$sp_ldflags"
 )
 
 wanted=("$@")
@@ -94,6 +98,7 @@ done
 crd_root=${AIDC_TOOL_CRDS:-$(dirname "$bin")/crds}
 manifests=(
   "snapshot|snapshot|github.com/kubernetes-csi/external-snapshotter/client/v8|$EXTERNAL_SNAPSHOTTER_VERSION|config/crd/snapshot.storage.k8s.io_*.yaml"
+  "scheduler-plugins|scheduler-plugins|sigs.k8s.io/scheduler-plugins|$SCHEDULER_PLUGINS_VERSION|config/crd/bases/scheduling.x-k8s.io_podgroups.yaml"
 )
 for spec in "${manifests[@]}"; do
   IFS='|' read -r name dir module version files <<<"$spec"
