@@ -51,6 +51,8 @@ REFUSED_RETRY_SECONDS = 30
 # kubelet may report those first: a permanent failure waits this long for running peers to report.
 FAILURE_SETTLE_SECONDS = 10
 FINISHED = ("Succeeded", "Failed")
+# kube-scheduler's message for a pod no node fits ("0/%v nodes are available: ...")
+NO_NODE_FOR = " nodes are available"
 
 
 @dataclass(frozen=True)
@@ -449,7 +451,7 @@ def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
         return True
     timeout = spec.scheduling_policy.schedule_timeout_seconds
     waited = (d.now - (d.status.gang_created_time or d.now)).total_seconds()
-    why = next((p.unschedulable for p in unscheduled if p.unschedulable), None)
+    why = _scheduler_says(unscheduled)
     scheduled = spec.replicas - len(unscheduled) - unseen
     message = f"{scheduled}/{spec.replicas} ranks scheduled" + (f"; the scheduler says: {why}" if why else "")
     if waited < timeout:
@@ -463,6 +465,16 @@ def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
         d.condition("Scheduled", False, "Unschedulable", f"{message} (waited over {timeout}s)")
         d.phase("Pending", "Unschedulable", message, warning=True)
     return False
+
+
+def _scheduler_says(unscheduled: list[RankPod]) -> str | None:
+    """What the scheduler says of the gang, from the lowest rank it said something about, preferring
+    a rank it found no node for ("0/6 nodes are available: 2 Insufficient nvidia.com/gpu, ..."): that
+    names what to change. A gang scheduler turns the other ranks back with only its own word for it
+    (Coscheduling: "optimistic rejection in PostFilter", "rejected due to timeout after waiting 3s at
+    plugin Coscheduling"), taken when nothing better was said."""
+    said = [p.unschedulable for p in sorted(unscheduled, key=lambda p: p.rank) if p.unschedulable]
+    return next((message for message in said if NO_NODE_FOR in message), said[0] if said else None)
 
 
 def _report_running(d: _Decision, current: list[RankPod]) -> None:
