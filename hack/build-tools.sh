@@ -30,12 +30,17 @@ export CGO_ENABLED=0
 # Go's parallelism: the linker of kube-apiserver peaks well above 1 GiB per job
 export GOMAXPROCS=${GOMAXPROCS:-$(nproc)}
 
-k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+# the version stamp of a Kubernetes build: its compatibility checks read the binary's version from it
+kubernetes_ldflags() {
+  local version=$1 minor flags="-s -w" pkg
+  minor=${version#v1.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+k8s_ldflags=$(kubernetes_ldflags "$KUBERNETES_VERSION")
 
 # Prometheus 3.x is the Go module v0.3xx.y; only the file, http and kubernetes service discoveries
 prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
@@ -46,8 +51,9 @@ cni=github.com/containernetworking/plugins/plugins
 ctrd=github.com/containerd/containerd/v2
 ctrd_ldflags="-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION"
 ctrd_tags=no_btrfs,no_devmapper,no_zfs
-# as upstream's Makefile stamps its kube-scheduler image
-sp_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$SCHEDULER_PLUGINS_VERSION"
+# stamped with the Kubernetes release it is built from: stamped v0.34.7 (the plugins' version, as
+# upstream's Makefile does) it refuses to start, "emulation version 0.34 is not between [1.31, 0.34.0]"
+sp_ldflags=$(kubernetes_ldflags "$SCHEDULER_PLUGINS_KUBERNETES_VERSION")
 specs=(
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$KUBERNETES_VERSION|$k8s_ldflags"

@@ -140,7 +140,10 @@ def test_a_gang_that_does_not_fit_is_never_partly_bound_and_times_out_by_policy(
     assert not bindings.bound, f"ranks were bound though their gang never fit: {bindings.bound}; held: {holds}"
     assert waiting["status"]["phase"] == "Pending" and waiting["status"]["reason"] == "Unschedulable"
     message = scheduled(waiting)["message"]
-    assert message.startswith("0/3 ranks scheduled; the scheduler says: "), message
+    # by then Coscheduling has turned every rank back from the node it held, and says only that
+    assert message.startswith("0/3 ranks scheduled; Coscheduling binds none until all 3 fit at once; the scheduler"), (
+        message
+    )
     assert "waited over 3s" in message, message
     assert condition(failed, "Failed")["reason"] == "Unschedulable"  # type: ignore[index]
     assert failed["status"]["phase"] == "Failed"
@@ -201,7 +204,11 @@ def test_a_gang_that_fits_binds_all_at_once_and_not_before(
     assert times[-1] - times[0] <= BIND_WINDOW_SECONDS, f"ranks bound {times[-1] - times[0]:.2f}s apart"
     assert {node for _, node in bound.values()} == set(gpu_pool)
     assert scheduled(waiting)["reason"] == "WaitingForGang"
-    assert scheduled(waiting)["message"].startswith("0/2 ranks scheduled; the scheduler says: ")
+    # the rank no node fits while the other pod runs is the one quoted
+    assert scheduled(waiting)["message"].startswith(
+        "0/2 ranks scheduled; Coscheduling binds none until all 2 fit at once; the scheduler says: 0/"
+    ), scheduled(waiting)["message"]
+    assert "Insufficient nvidia.com/gpu" in scheduled(waiting)["message"]
     assert scheduled(running)["reason"] == "AllRanksScheduled"
     # what the operator made: the PodGroup the scheduler read, and ranks that name it and the scheduler
     assert group["spec"] == {"minMember": 2, "minResources": {"nvidia.com/gpu": "16"}, "scheduleTimeoutSeconds": 60}
