@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the control-plane tools of the test bed from the pinned Go modules in hack/tools/
 # into $AIDC_TOOLS (default .cache/tools/bin), one binary per tool, each stamped with its
-# version, and copies the CRDs of other projects the tests install (the CSI snapshot API) from
-# their pinned modules into $AIDC_TOOL_CRDS (default .cache/tools/crds), one folder each. A
-# tool is rebuilt, a folder copied, only when its pinned module (go.mod + go.sum) changed, so
-# a second run does nothing. Usage: hack/build-tools.sh [tool ... | snapshot-crds ...]
+# version, and copies the CRDs of other projects the tests install (the CSI snapshot API, the
+# scheduler-plugins PodGroup) from their pinned modules into $AIDC_TOOL_CRDS (default
+# .cache/tools/crds), one folder each. A tool is rebuilt, a folder copied, only when its pinned
+# module (go.mod + go.sum) changed, so a second run does nothing. Usage: hack/build-tools.sh [tool ... | snapshot-crds | scheduler-plugins-crds ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools_dir="$root/hack/tools"
@@ -46,12 +46,17 @@ export CGO_ENABLED=0
 # Go's parallelism: the linker of kube-apiserver peaks well above 1 GiB per job
 export GOMAXPROCS=${GOMAXPROCS:-$(nproc)}
 
-k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-  k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+# the version stamp of a Kubernetes build: its compatibility checks read the binary's version from it
+kubernetes_ldflags() {
+  local version=$1 minor flags="-s -w" pkg
+  minor=${version#v1.}; minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
+}
+k8s_ldflags=$(kubernetes_ldflags "$KUBERNETES_VERSION")
 
 # Prometheus 3.x is the Go module v0.3xx.y; only the file, http and kubernetes service discoveries
 prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_RELEASE"
@@ -62,6 +67,9 @@ cni=github.com/containernetworking/plugins/plugins
 ctrd=github.com/containerd/containerd/v2
 ctrd_ldflags="-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION"
 ctrd_tags=no_btrfs,no_devmapper,no_zfs
+# stamped with the Kubernetes release it is built from: stamped v0.34.7 (the plugins' version, as
+# upstream's Makefile does) it refuses to start, "emulation version 0.34 is not between [1.31, 0.34.0]"
+sp_ldflags=$(kubernetes_ldflags "$SCHEDULER_PLUGINS_KUBERNETES_VERSION")
 specs=(
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$KUBERNETES_VERSION|$k8s_ldflags"
@@ -84,6 +92,8 @@ specs=(
   # observability: the dashboard's queries and the alerts are proven against a real Prometheus
   "prometheus|prometheus|github.com/prometheus/prometheus/cmd/prometheus|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
   "promtool|prometheus|github.com/prometheus/prometheus/cmd/promtool|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
+  # gang scheduling: kube-scheduler 1.34 with scheduler-plugins' Coscheduling (its own Kubernetes release)
+  "scheduler-plugins|scheduler-plugins|aidc.io/hack/tools/scheduler-plugins|$SCHEDULER_PLUGINS_VERSION|$sp_ldflags"
 )
 
 wanted=("$@")
@@ -109,6 +119,7 @@ done
 crd_root=${AIDC_TOOL_CRDS:-$(dirname "$bin")/crds}
 manifests=(
   "snapshot|snapshot|github.com/kubernetes-csi/external-snapshotter/client/v8|$EXTERNAL_SNAPSHOTTER_VERSION|config/crd/snapshot.storage.k8s.io_*.yaml"
+  "scheduler-plugins|scheduler-plugins|sigs.k8s.io/scheduler-plugins|$SCHEDULER_PLUGINS_VERSION|config/crd/bases/scheduling.x-k8s.io_podgroups.yaml"
 )
 for spec in "${manifests[@]}"; do
   IFS='|' read -r name dir module version files <<<"$spec"

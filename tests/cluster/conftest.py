@@ -34,17 +34,15 @@ def _podgroup_crd(group: str, version: str, spec_properties: dict[str, Any]) -> 
 
 @pytest.fixture(scope="session")
 def podgroup_crds(kube: client.ApiClient, wait_for: Callable[..., Any]) -> None:
-    """Volcano's and scheduler-plugins' PodGroup CRDs, trimmed to the fields their schemas define."""
+    """Volcano's PodGroup CRD, trimmed to the fields its schema defines (no Volcano runs: the objects are
+    only checked for being accepted). scheduler-plugins' real CRD comes with its scheduler
+    (``aidc_testbed.scheduler_plugins``, tests/cluster/test_coscheduling.py)."""
     resources = {"type": "object", "additionalProperties": _QUANTITY}
     crds = [
         _podgroup_crd("scheduling.volcano.sh", "v1beta1", {
             "minMember": {"type": "integer", "format": "int32"}, "minResources": resources,
             "queue": {"type": "string"}, "priorityClassName": {"type": "string"},
             "minTaskMember": {"type": "object", "additionalProperties": {"type": "integer"}},
-        }),
-        _podgroup_crd("scheduling.x-k8s.io", "v1alpha1", {
-            "minMember": {"type": "integer", "format": "int32"}, "minResources": resources,
-            "scheduleTimeoutSeconds": {"type": "integer", "format": "int32"},
         }),
     ]  # fmt: skip
     api = client.ApiextensionsV1Api(kube)

@@ -6,6 +6,7 @@ volumes and command lines carry what the cluster tests and the operator rely on.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,14 @@ from aidc_testbed.config import default_kwok_stages
 from aidc_testbed.layout import Layout
 from aidc_testbed.nodes import node_manifest
 from aidc_testbed.storage import POOL_ACCESS_MODES, POOL_SIZES, pool_volume_manifests
+
+TOOLS = Path(__file__).resolve().parents[2] / "hack" / "tools"
+
+
+def pinned_versions() -> dict[str, str]:
+    """hack/tools/versions.env: what build-tools.sh builds and copies."""
+    lines = (TOOLS / "versions.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
 
 
 def stages() -> dict[str, dict[str, Any]]:
@@ -115,18 +124,41 @@ def test_the_snapshot_crds_come_from_the_module_version_pinned_once(monkeypatch:
     """versions.env (what build-tools.sh downloads) and the module's go.mod/go.sum (what verifies it) agree."""
     from aidc_testbed import default_tool_crds_dir
 
-    tools = Path(__file__).resolve().parents[2] / "hack" / "tools"
-    pinned = dict(
-        line.split("=", 1)
-        for line in (tools / "versions.env").read_text().splitlines()
-        if "=" in line and line[0] != "#"
-    )
-    version = pinned["EXTERNAL_SNAPSHOTTER_VERSION"]
+    version = pinned_versions()["EXTERNAL_SNAPSHOTTER_VERSION"]
     module = "github.com/kubernetes-csi/external-snapshotter/client/v8"
-    assert f"require {module} {version}" in (tools / "snapshot" / "go.mod").read_text()
-    assert f"{module} {version} h1:" in (tools / "snapshot" / "go.sum").read_text()
+    assert f"require {module} {version}" in (TOOLS / "snapshot" / "go.mod").read_text()
+    assert f"{module} {version} h1:" in (TOOLS / "snapshot" / "go.sum").read_text()
     monkeypatch.setenv("AIDC_TOOLS", "/x/tools/bin")
     monkeypatch.delenv("AIDC_TOOL_CRDS", raising=False)
     assert default_tool_crds_dir() == Path("/x/tools/crds")  # beside the binaries, as build-tools.sh puts them
     monkeypatch.setenv("AIDC_TOOL_CRDS", "/elsewhere")
     assert default_tool_crds_dir() == Path("/elsewhere")
+
+
+def test_the_coscheduling_scheduler_and_its_crd_come_from_the_version_pinned_once() -> None:
+    """versions.env, the wrapper module's go.mod and go.sum, and the replaces it copies agree: the
+    scheduler is built against the Kubernetes release scheduler-plugins pins, not the bed's."""
+    pinned = pinned_versions()
+    version, kubernetes_version = pinned["SCHEDULER_PLUGINS_VERSION"], pinned["SCHEDULER_PLUGINS_KUBERNETES_VERSION"]
+    module = "sigs.k8s.io/scheduler-plugins"
+    gomod = (TOOLS / "scheduler-plugins" / "go.mod").read_text()
+    assert re.search(rf"^\s*(require )?{re.escape(module)} {version}$", gomod, re.MULTILINE), gomod[:400]
+    assert f"{module} {version} h1:" in (TOOLS / "scheduler-plugins" / "go.sum").read_text()
+    # the binary is stamped with the Kubernetes release it is built from (build-tools.sh)
+    assert f"\tk8s.io/kubernetes => k8s.io/kubernetes {kubernetes_version}\n" in gomod
+    assert f"\tk8s.io/client-go => k8s.io/client-go v0.{kubernetes_version.removeprefix('v1.')}\n" in gomod
+
+
+def test_the_second_scheduler_serves_the_name_coscheduling_pods_carry() -> None:
+    """One profile, named as the operator names the pods' scheduler, with Coscheduling as the
+    module's manifests/coscheduling configures it: every point it implements, its own queue sort."""
+    from aidc.compute.scheduling import COSCHEDULING_SCHEDULER
+    from aidc_testbed import scheduler_plugins
+
+    config = scheduler_plugins.configuration(Path("/bed/scheduler-plugins/kubeconfig"))
+    (profile,) = config["profiles"]
+    assert profile["schedulerName"] == COSCHEDULING_SCHEDULER
+    assert profile["plugins"]["multiPoint"] == {"enabled": [{"name": "Coscheduling"}]}
+    assert profile["plugins"]["queueSort"] == {"enabled": [{"name": "Coscheduling"}], "disabled": [{"name": "*"}]}
+    assert config["clientConnection"]["kubeconfig"] == "/bed/scheduler-plugins/kubeconfig"
+    assert config["leaderElection"] == {"leaderElect": False}

@@ -303,7 +303,6 @@ def test_gang_scheduler_objects_are_accepted(
                 "vol", {"resources": {"gpus": 8}, "schedulingPolicy": {"gangScheduler": "Volcano", "queue": "q"}}
             ),
         )
-        create(kube, namespace, TJ, training_job_body("cos", {"schedulingPolicy": {"gangScheduler": "Coscheduling"}}))
         create(
             kube,
             namespace,
@@ -319,18 +318,9 @@ def test_gang_scheduler_objects_are_accepted(
         )
         assert volcano["spec"]["minMember"] == 2 and volcano["spec"]["queue"] == "q"
         assert volcano["spec"]["minResources"] == {"nvidia.com/gpu": "16"}
-        cos = wait_for(
-            lambda: custom.get_namespaced_custom_object(
-                "scheduling.x-k8s.io", "v1alpha1", namespace, "podgroups", "cos"
-            ),
-            ignore=(client.ApiException,),
-        )
-        assert cos["spec"]["minMember"] == 2
         vol_pods = wait_for(lambda: pods(kube, namespace, "vol"), until=lambda p: len(p) == 2)
         assert vol_pods[0].spec.scheduler_name == "volcano"
         assert vol_pods[0].metadata.annotations["scheduling.k8s.io/group-name"] == "vol"
-        cos_pods = wait_for(lambda: pods(kube, namespace, "cos"), until=lambda p: len(p) == 2)
-        assert cos_pods[0].metadata.labels["scheduling.x-k8s.io/pod-group"] == "cos"
         kue_pods = wait_for(lambda: pods(kube, namespace, "kue"), until=lambda p: len(p) == 2)
         assert kue_pods[0].metadata.labels["kueue.x-k8s.io/queue-name"] == "lq"
         assert kue_pods[0].metadata.labels["kueue.x-k8s.io/pod-group-name"] == "kue"

@@ -168,6 +168,31 @@ def test_unschedulable_after_the_timeout_keeps_waiting_or_fails_by_policy() -> N
     assert reasons(failing)["Failed"] == ("True", "Unschedulable")
 
 
+def test_a_gang_held_by_coscheduling_reports_the_rank_no_node_fits_not_the_ranks_turned_back() -> None:
+    """Coscheduling binds no rank until all fit, and the job says so: the ranks it held at Permit and
+    turned back say only that; the rank no node fits says why, and that is quoted, whichever rank it is."""
+    turned_back = "0/1 nodes are available: 1 optimistic rejection in PostFilter."
+    no_node = "0/6 nodes are available: 2 Insufficient nvidia.com/gpu, 4 node(s) didn't match Pod's node selector."
+    pods = [
+        pod(0, "Pending", scheduled=False, unschedulable=turned_back),
+        pod(2, "Pending", scheduled=False, unschedulable=no_node),
+        pod(1, "Pending", scheduled=False),
+    ]
+    spec = {"replicas": 3, "schedulingPolicy": {"gangScheduler": "Coscheduling", "scheduleTimeoutSeconds": 5}}
+    waiting = run(job(spec, {"phase": "Pending", "gangCreatedTime": ago(2)}), pods)
+    assert reasons(waiting)["Scheduled"] == ("False", "WaitingForGang")
+    held_back = "0/3 ranks scheduled; Coscheduling binds none until all 3 fit at once"
+    assert status_of(waiting)["conditions"][0]["message"] == f"{held_back}; the scheduler says: {no_node}"
+    timeout = "0/1 nodes are available: 1 rejected due to timeout after waiting 5s at plugin Coscheduling."
+    held = [pod(0, "Pending", scheduled=False), pod(1, "Pending", scheduled=False, unschedulable=timeout),
+            pod(2, "Pending", scheduled=False, unschedulable=turned_back)]  # fmt: skip
+    timed_out = run(job(spec, {"phase": "Pending", "gangCreatedTime": ago(6)}), held)
+    assert reasons(timed_out)["Scheduled"] == ("False", "Unschedulable")
+    assert status_of(timed_out)["reason"] == "Unschedulable"
+    message = status_of(timed_out)["conditions"][0]["message"]
+    assert message == f"{held_back}; the scheduler says: {timeout} (waited over 5s)"
+
+
 def test_all_ranks_exit_zero_succeeds_and_cleans_running_pods_only() -> None:
     plan = run(job(status=RUNNING), [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)])
     assert status_of(plan)["phase"] == "Succeeded"

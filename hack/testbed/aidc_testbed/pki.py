@@ -162,6 +162,14 @@ def _load_ca(pki: Pki) -> tuple[ec.EllipticCurvePrivateKey, x509.Name]:
     return key, x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
 
 
+def issue_client_credentials(pki: Pki, identity: ClientIdentity) -> ClientIdentity:
+    """A client certificate for ``identity``, signed by the test bed's CA, for a component started
+    after the bed (a second scheduler): what it may do is whatever RBAC binds to its name."""
+    ca_key, ca_name = _load_ca(pki)
+    _issue_client(pki, identity, ca_key, ca_name)
+    return identity
+
+
 def issue_node_credentials(pki: Pki, node: str, address: str) -> ClientIdentity:
     """A real node's kubelet client certificate and its serving certificate (for ``address`` and the
     node's name), signed by the test bed's CA, so the API server verifies the kubelet and back."""

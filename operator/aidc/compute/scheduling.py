@@ -54,6 +54,12 @@ def scheduler_name(job: TrainingJob) -> str | None:
     return {"Volcano": VOLCANO_SCHEDULER, "Coscheduling": COSCHEDULING_SCHEDULER}.get(policy.gang_scheduler)
 
 
+def binds_all_at_once(job: TrainingJob) -> bool:
+    """Whether the gang scheduler binds the ranks only all together (PodGroup ``minMember`` is every
+    rank): Volcano and Coscheduling. Kueue admits the gang as a whole and gates it until then."""
+    return job.spec.scheduling_policy.gang_scheduler in ("Volcano", "Coscheduling")
+
+
 def _min_resources(job: TrainingJob) -> dict[str, str]:
     resources = job.spec.resources
     total: dict[str, str] = {}

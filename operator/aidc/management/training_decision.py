@@ -13,6 +13,7 @@ new gang is created under the same names once the old pods are gone and the back
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ from aidc.api.trainingjob import (
     TrainingJobStatus,
 )
 from aidc.compute.gang import rank_pod
-from aidc.compute.scheduling import pod_group
+from aidc.compute.scheduling import binds_all_at_once, pod_group
 from aidc.identity.labels import job_labels
 from aidc.identity.names import checkpoint_claim_name, rank_pod_name
 from aidc.management.checkpoint_snapshot import SnapshotLookup, holds_deletion, take_snapshot
@@ -51,6 +52,8 @@ REFUSED_RETRY_SECONDS = 30
 # kubelet may report those first: a permanent failure waits this long for running peers to report.
 FAILURE_SETTLE_SECONDS = 10
 FINISHED = ("Succeeded", "Failed")
+# kube-scheduler's message for a pod no node fits: "0/%v nodes are available: <reasons>."
+NO_NODE_FITS = re.compile(r"0/(\d+) nodes are available")
 
 
 @dataclass(frozen=True)
@@ -449,9 +452,13 @@ def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
         return True
     timeout = spec.scheduling_policy.schedule_timeout_seconds
     waited = (d.now - (d.status.gang_created_time or d.now)).total_seconds()
-    why = next((p.unschedulable for p in unscheduled if p.unschedulable), None)
+    why = _scheduler_says(unscheduled)
     scheduled = spec.replicas - len(unscheduled) - unseen
-    message = f"{scheduled}/{spec.replicas} ranks scheduled" + (f"; the scheduler says: {why}" if why else "")
+    message = f"{scheduled}/{spec.replicas} ranks scheduled"
+    if binds_all_at_once(d.job) and not scheduled:
+        # its own words for a rank it turned back say little: "optimistic rejection in PostFilter"
+        message += f"; {spec.scheduling_policy.gang_scheduler} binds none until all {spec.replicas} fit at once"
+    message += f"; the scheduler says: {why}" if why else ""
     if waited < timeout:
         d.condition("Scheduled", False, "WaitingForGang", message)
         d.phase("Pending", "WaitingForGang", message)
@@ -463,6 +470,25 @@ def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
         d.condition("Scheduled", False, "Unschedulable", f"{message} (waited over {timeout}s)")
         d.phase("Pending", "Unschedulable", message, warning=True)
     return False
+
+
+def _scheduler_says(unscheduled: list[RankPod]) -> str | None:
+    """What the scheduler says of the gang: of the ranks it said something about, the one it tried on
+    the most nodes ("0/6 nodes are available: 2 Insufficient nvidia.com/gpu, 4 node(s) didn't match
+    ..."), the lowest such rank. That one found no node and says what to change. A gang scheduler turns
+    the ranks it had placed back from the one node each held, with only its own word for it
+    (Coscheduling: "0/1 nodes are available: 1 optimistic rejection in PostFilter."), and such a
+    message, or one of another form, is taken only when nothing else was said."""
+    said = [(p.rank, p.unschedulable) for p in unscheduled if p.unschedulable]
+    if not said:
+        return None
+    return min(said, key=lambda rank_and_message: (-_nodes_tried(rank_and_message[1]), rank_and_message[0]))[1]
+
+
+def _nodes_tried(message: str) -> int:
+    """N of kube-scheduler's "0/N nodes are available: ..." (a pod no node fits); 0 for another message."""
+    found = NO_NODE_FITS.match(message)
+    return int(found.group(1)) if found else 0
 
 
 def _report_running(d: _Decision, current: list[RankPod]) -> None:
