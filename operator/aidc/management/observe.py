@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aidc import contract
+from aidc.compute.scheduling import KUEUE_FINALIZER, KUEUE_TERMINATION
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 
@@ -43,6 +44,10 @@ class RankPod:
     finished_at: datetime | None = None  # the trainer container's finishedAt
     disrupted: str | None = None  # DisruptionTarget reason: node lost, preempted
     progress: dict[str, Any] | None = None
+    # Kueue stopped the pod (TerminationTarget): its reason (WorkloadEvictedDueToPreempted, ...) and message
+    stopped_by_queue: str | None = None
+    stop_message: str | None = None
+    held_by_queue: bool = False  # carries Kueue's finalizer: it stays until someone releases it
 
     @property
     def deleting(self) -> bool:
@@ -95,6 +100,8 @@ def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
     disruption = conditions.get("DisruptionTarget", {})
+    stopped = conditions.get(KUEUE_TERMINATION, {})
+    stopped = stopped if stopped.get("status") == "True" else {}
     container = _trainer_status(status)
     state = container.get("state") or {}
     waiting = state.get("waiting") or {}
@@ -128,6 +135,9 @@ def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
         finished_at=parse_time(terminated.get("finishedAt")),
         disrupted=disruption.get("reason") if disruption.get("status") == "True" else None,
         progress=progress,
+        stopped_by_queue=stopped.get("reason") or ("Stopped" if stopped else None),
+        stop_message=stopped.get("message") or None,
+        held_by_queue=KUEUE_FINALIZER in (metadata.get("finalizers") or ()),
     )
 
 
