@@ -108,6 +108,13 @@ class GangTimeline:
                     found.append(f"{gang}: {running} running while {gated} gated")
         return found
 
+    def gated(self) -> set[str]:
+        """``job/attempt`` of every gang one of whose ranks was seen gated."""
+        with self._lock:
+            pods = [pod for _, pod in self.events if pod["spec"].get("schedulingGates")]
+        return {f"{p['metadata']['labels']['aidc.io/job-name']}/{p['metadata']['labels']['aidc.io/gang-attempt']}"
+                for p in pods}  # fmt: skip
+
     def stop(self) -> None:
         self._watch.stop()
 
@@ -219,6 +226,7 @@ def test_gangs_within_quota_run_the_next_is_queued_with_kueue_s_reason_and_runs_
                             timeout=60, message="c admitted once a finished")  # fmt: skip
         assert admitted["status"]["restarts"] == 0 and admitted["status"]["gangAttempt"] == 0
         assert phase_of(get(kube, namespace, TJ, "b"))[0] == "Running"
+    assert {"a/0", "b/0", "c/0"} <= queue.timeline.gated()  # every gang waited for admission, gated
     assert queue.timeline.running_beside_gated() == []
 
 
@@ -262,4 +270,5 @@ def test_a_higher_priority_gang_preempts_a_lower_one_which_says_so_and_runs_agai
         back = wait_for(lambda: get(kube, namespace, TJ, name), until=lambda j: phase_of(j)[0] == "Running",
                         timeout=60, message=f"{name} readmitted")  # fmt: skip
         assert back["status"]["gangAttempt"] == 1 and back["status"]["restarts"] == 0
+    assert {f"{name}/0", f"{name}/1", "high/0"} <= queue.timeline.gated()  # the recreated gang was gated again
     assert queue.timeline.running_beside_gated() == []
