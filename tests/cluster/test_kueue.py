@@ -83,8 +83,9 @@ class GangTimeline:
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
 
-    def running_beside_gated(self) -> list[str]:
-        """Each moment a rank ran while another rank of the same gang attempt was gated."""
+    def running_beside_gated(self, gate: str = "kueue.x-k8s.io/admission") -> list[str]:
+        """Each moment a rank ran while another rank of the same gang attempt still carried ``gate``
+        (Kueue's: it waited for admission)."""
         now: dict[str, dict[str, Any]] = {}  # uid -> the pod as last seen
         found = []
         with self._lock:
@@ -102,16 +103,21 @@ class GangTimeline:
                     (labels.get("aidc.io/job-name", ""), labels.get("aidc.io/gang-attempt", "")), []
                 ).append(seen)
             for gang, members in gangs.items():
-                gated = [p["metadata"]["name"] for p in members if p["spec"].get("schedulingGates")]
+                gated = [p["metadata"]["name"] for p in members
+                         if any(g["name"] == gate for g in p["spec"].get("schedulingGates") or ())]  # fmt: skip
                 running = [p["metadata"]["name"] for p in members if (p.get("status") or {}).get("phase") == "Running"]
                 if gated and running:
                     found.append(f"{gang}: {running} running while {gated} gated")
         return found
 
     def gated(self) -> set[str]:
-        """``job/attempt`` of every gang one of whose ranks was seen gated."""
+        """``job/attempt`` of every gang one of whose ranks was seen waiting for Kueue's admission."""
         with self._lock:
-            pods = [pod for _, pod in self.events if pod["spec"].get("schedulingGates")]
+            pods = [
+                pod
+                for _, pod in self.events
+                if any(g["name"] == "kueue.x-k8s.io/admission" for g in pod["spec"].get("schedulingGates") or ())
+            ]
         return {f"{p['metadata']['labels']['aidc.io/job-name']}/{p['metadata']['labels']['aidc.io/gang-attempt']}"
                 for p in pods}  # fmt: skip
 

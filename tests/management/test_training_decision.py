@@ -643,3 +643,25 @@ def test_a_finished_job_s_held_pods_are_released_once_deleting() -> None:
     failed = {"phase": "Failed", "reason": "Failed", "completionTime": ago(5)}
     plan = run(job(KUEUE, failed), [pod(0, deletion=NOW, held_by_queue=True), pod(1, "Failed", held_by_queue=True)])
     assert plan.release == ["mnist-0"]
+
+
+def test_a_gang_kueue_admitted_whole_is_ungated_at_once_and_not_before() -> None:
+    """Kueue lifts its gate rank by rank; the operator's own gate holds every rank until none carries Kueue's."""
+    created = {"phase": "Queued", "gangCreatedTime": ago(5)}
+    partly = [pod(0, "Pending", scheduled=False, gang_gated=True),
+              pod(1, "Pending", scheduled=False, gated=True, gang_gated=True)]  # fmt: skip
+    waiting = run(job(KUEUE, created), partly)
+    assert waiting.ungate == [] and status_of(waiting)["phase"] == "Queued"
+    admitted = [pod(r, "Pending", scheduled=False, gang_gated=True) for r in (0, 1)]
+    plan = run(job(KUEUE, created), admitted)
+    assert plan.ungate == ["mnist-0", "mnist-1"]
+    assert reasons(plan)["Scheduled"] == ("False", "WaitingForGang")  # admitted: being scheduled now
+    unseen = run(job(KUEUE, created), admitted[:1], expected=frozenset({"mnist-1"}))
+    assert unseen.ungate == []  # a rank not yet seen may still be gated
+
+
+def test_kueue_ranks_are_created_behind_the_operator_s_gang_gate() -> None:
+    from aidc.compute.gang import rank_pod
+
+    assert rank_pod(job(KUEUE), 0, 0, SETTINGS)["spec"]["schedulingGates"] == [{"name": "aidc.io/gang"}]
+    assert "schedulingGates" not in rank_pod(job(), 0, 0, SETTINGS)["spec"]

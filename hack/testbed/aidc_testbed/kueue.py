@@ -47,6 +47,8 @@ ADDRESS = "127.0.0.1"
 # management is off (cmd/kueue/main.go), even with the metrics server disabled.
 METRICS_CERT_DIR = "kueue/metrics/certs"  # under /etc
 _OWN_GROUP = "kueue.x-k8s.io"
+# libyaml when PyYAML has it: the Workload CRD alone is 1.4 MB of YAML, seconds in pure Python
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def configuration(webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
@@ -120,7 +122,7 @@ def converted_crds(crd_dir: Path) -> set[str]:
 def crds(crd_dir: Path, port: int, ca_bundle: str) -> list[dict[str, Any]]:
     """Kueue's CRDs; those its kustomization converts by webhook, converting through ``port``."""
     converted = converted_crds(crd_dir)
-    documents = [yaml.safe_load(p.read_text()) for p in sorted(crd_dir.glob("kueue.x-k8s.io_*.yaml"))]
+    documents = [yaml.load(p.read_text(), Loader=_LOADER) for p in sorted(crd_dir.glob("kueue.x-k8s.io_*.yaml"))]
     for doc in documents:
         if doc["metadata"]["name"] in converted:
             doc["spec"]["conversion"] = {

@@ -16,6 +16,12 @@ KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 KUEUE_RETRIABLE = "kueue.x-k8s.io/retriable-in-group"
 KUEUE_GATE = "kueue.x-k8s.io/admission"
+# The operator's own scheduling gate on every rank of a Kueue gang. Kueue admits a gang whole but
+# lifts its gate pod by pod (one API call each, behind its client's rate limiter), and the
+# kube-scheduler starts each pod it may: measured in the test bed, one rank ran while another still
+# waited for admission. The operator lifts this gate from every rank at once, and only when no rank
+# carries Kueue's any more, so no rank starts before the whole gang is admitted.
+GANG_GATE = "aidc.io/gang"
 # Kueue holds every pod it manages with this finalizer until it has counted how the pod ended
 KUEUE_FINALIZER = "kueue.x-k8s.io/managed"
 # the pod condition Kueue sets, with its reason and message, before it deletes a pod it stops
@@ -62,6 +68,11 @@ def gang_annotations(job: TrainingJob) -> dict[str, str]:
     if policy.gang_scheduler == "Volcano":
         return {VOLCANO_GROUP: group_name(job)}
     return {}
+
+
+def scheduling_gates(job: TrainingJob) -> list[dict[str, str]]:
+    """The gates a rank is created with: the operator's gang gate under Kueue, else none."""
+    return [{"name": GANG_GATE}] if job.spec.scheduling_policy.gang_scheduler == "Kueue" else []
 
 
 def scheduler_name(job: TrainingJob) -> str | None:

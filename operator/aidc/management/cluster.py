@@ -209,6 +209,18 @@ class Cluster:
             if error.status != 404:
                 raise
 
+    async def ungate_pod(self, namespace: str, name: str, gate: str) -> None:
+        """Lifts one scheduling gate of a pod (by name: the list merges by name); one gone is no error."""
+        body = {"spec": {"schedulingGates": [{"name": gate, "$patch": "delete"}]}}
+        try:
+            await self._send(
+                "patch", "pods", "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", body,
+                content_type="application/strategic-merge-patch+json",
+            )  # fmt: skip
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
     async def owned_pod_names(self, namespace: str, selector: str, owner_uid: str) -> set[str]:
         """Names of the pods matching ``selector`` that ``owner_uid`` controls, as the API server has them now.
 

@@ -497,8 +497,12 @@ def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
     spec = d.job.spec
     gated = [p for p in current if p.gated]
     unscheduled = [p for p in current if not p.scheduled and p.phase == "Pending"]
-    if gated:
-        message = f"{len(gated)}/{spec.replicas} ranks wait for admission by the gang scheduler"
+    if gated or unseen:
+        held = [p for p in current if p.gang_gated]
+    else:  # the gang scheduler admitted every rank: they start together
+        held, d.plan.ungate = [], [p.name for p in current if p.gang_gated and not p.deleting]
+    if gated or held:
+        message = f"{len(gated or held)}/{spec.replicas} ranks wait for admission by the gang scheduler"
         if d.obs.queue_wait:
             message += f"; {spec.scheduling_policy.gang_scheduler} says: {d.obs.queue_wait}"
         d.phase("Queued", "Queued", message)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from aidc.api import TrainingJob, describe_validation_error
 from aidc.compute.scheduling import (
+    GANG_GATE,
     KUEUE_FINALIZER,
     KUEUE_WORKLOAD_API,
     KUEUE_WORKLOADS,
@@ -201,6 +202,7 @@ class TrainingReconciler:
             await self.cluster.apply(obj)
         await asyncio.gather(*(self.cluster.delete_pod(namespace, d) for d in plan.delete))
         await asyncio.gather(*(self.cluster.release_pod(namespace, n, KUEUE_FINALIZER) for n in plan.release))
+        await asyncio.gather(*(self.cluster.ungate_pod(namespace, n, GANG_GATE) for n in plan.ungate))
         if plan.delete_resource:
             await self.cluster.delete_custom(PLURAL, namespace, job.metadata["name"])
         return list(refusals.values())
