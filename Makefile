@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
 
 venv: $(VENV)/.installed  ## the Python environment: operator, trainer (torch) and test tools
 
-tools:  ## build the control plane, kubelet, kube-proxy, containerd, CNI, CoreDNS, crictl, kwok, helm from pinned Go modules (no-op when built)
+tools:  ## build the control plane, kubelet, kube-proxy, containerd, CNI, CoreDNS, crictl, kwok, helm, Prometheus, Kueue from pinned Go modules (no-op when built)
 	hack/build-tools.sh
 
 host-packages:  ## Debian packages of real nodes and image builds (runc, iptables, buildah, ...), when missing

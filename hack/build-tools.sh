@@ -2,9 +2,10 @@
 # Builds the control-plane tools of the test bed from the pinned Go modules in hack/tools/
 # into $AIDC_TOOLS (default .cache/tools/bin), one binary per tool, each stamped with its
 # version, and copies the CRDs of other projects the tests install (the CSI snapshot API, the
-# scheduler-plugins PodGroup) from their pinned modules into $AIDC_TOOL_CRDS (default
-# .cache/tools/crds), one folder each. A tool is rebuilt, a folder copied, only when its pinned
-# module (go.mod + go.sum) changed, so a second run does nothing. Usage: hack/build-tools.sh [tool ... | snapshot-crds | scheduler-plugins-crds ...]
+# scheduler-plugins PodGroup, Kueue's CRDs and webhooks) from their pinned modules into
+# $AIDC_TOOL_CRDS (default .cache/tools/crds), one folder each. A tool is rebuilt, a folder copied,
+# only when its pinned module (go.mod + go.sum) changed, so a second run does nothing.
+# Usage: hack/build-tools.sh [tool ... | snapshot-crds | scheduler-plugins-crds | kueue-crds ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools_dir="$root/hack/tools"
@@ -70,6 +71,8 @@ ctrd_tags=no_btrfs,no_devmapper,no_zfs
 # stamped with the Kubernetes release it is built from: stamped v0.34.7 (the plugins' version, as
 # upstream's Makefile does) it refuses to start, "emulation version 0.34 is not between [1.31, 0.34.0]"
 sp_ldflags=$(kubernetes_ldflags "$SCHEDULER_PLUGINS_KUBERNETES_VERSION")
+kueue_ldflags="-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
+kueue_ldflags+=" -X sigs.k8s.io/kueue/pkg/version.GitCommit=$KUEUE_VERSION -X sigs.k8s.io/kueue/pkg/version.BuildDate=1970-01-01T00:00:00Z"
 specs=(
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$KUBERNETES_VERSION|$k8s_ldflags"
@@ -94,6 +97,8 @@ specs=(
   "promtool|prometheus|github.com/prometheus/prometheus/cmd/promtool|$PROMETHEUS_VERSION|$prom_ldflags|$prom_tags"
   # gang scheduling: kube-scheduler 1.34 with scheduler-plugins' Coscheduling (its own Kubernetes release)
   "scheduler-plugins|scheduler-plugins|aidc.io/hack/tools/scheduler-plugins|$SCHEDULER_PLUGINS_VERSION|$sp_ldflags"
+  # gang scheduling: Kueue's controller manager (the tests of plain pod groups)
+  "kueue|kueue|sigs.k8s.io/kueue/cmd/kueue|$KUEUE_VERSION|$kueue_ldflags"
 )
 
 wanted=("$@")
@@ -115,11 +120,15 @@ for spec in "${specs[@]}"; do
 done
 
 # CRDs copied from a pinned module's files, nothing built; verified against the module's go.sum
-# name  module-dir  module  version  files (a glob inside the module)
+# name  module-dir  module  version  files (globs inside the module, space-separated; copied flat)
 crd_root=${AIDC_TOOL_CRDS:-$(dirname "$bin")/crds}
+kueue_components=config/components
 manifests=(
   "snapshot|snapshot|github.com/kubernetes-csi/external-snapshotter/client/v8|$EXTERNAL_SNAPSHOTTER_VERSION|config/crd/snapshot.storage.k8s.io_*.yaml"
   "scheduler-plugins|scheduler-plugins|sigs.k8s.io/scheduler-plugins|$SCHEDULER_PLUGINS_VERSION|config/crd/bases/scheduling.x-k8s.io_podgroups.yaml"
+  # Kueue's CRDs, the kustomization and patches that give some of them a conversion webhook, and its
+  # admission webhooks (hack/testbed/aidc_testbed/kueue.py points them at the bed's Kueue)
+  "kueue|kueue|sigs.k8s.io/kueue|$KUEUE_VERSION|$kueue_components/crd/bases/*.yaml $kueue_components/crd/kustomization.yaml $kueue_components/crd/patches/webhook_in_*.yaml $kueue_components/webhook/manifests.yaml"
 )
 for spec in "${manifests[@]}"; do
   IFS='|' read -r name dir module version files <<<"$spec"
@@ -133,8 +142,11 @@ for spec in "${manifests[@]}"; do
   src=$(cd "$tools_dir/$dir" && go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
   [[ -n "$src" && -d "$src" ]] || { echo "could not download $module@$version" >&2; exit 1; }
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  # shellcheck disable=SC2086  # files is a glob
-  cp $src/$files "$out.tmp/"
+  read -ra globs <<<"$files"
+  for glob in "${globs[@]}"; do
+    # shellcheck disable=SC2086  # a glob inside the module
+    cp $src/$glob "$out.tmp/"
+  done
   chmod -R u+w "$out.tmp"
   echo "$stamp" >"$out.tmp/.stamp"
   rm -rf "$out" && mv "$out.tmp" "$out"

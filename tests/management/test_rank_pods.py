@@ -151,3 +151,23 @@ def test_watch_lines_of_any_length_in_chunks_of_any_size(chunk: int) -> None:
             await runner.cleanup()
 
     assert asyncio.run(scenario()) == events
+
+
+def test_a_pod_kueue_stopped_and_holds_is_read_as_such() -> None:
+    """Kueue sets TerminationTarget before it deletes a pod of a preempted group, and holds it with a finalizer."""
+    from aidc.management.observe import rank_pod_from
+
+    body = pod("j-0", phase="Running")
+    body["metadata"]["finalizers"] = ["kueue.x-k8s.io/managed"]
+    body["status"]["conditions"] = [
+        {"type": "TerminationTarget", "status": "True", "reason": "WorkloadEvictedDueToPreempted",
+         "message": "Preempted to accommodate a workload"},
+    ]  # fmt: skip
+    stopped = rank_pod_from(body)
+    assert stopped is not None and stopped.held_by_queue
+    assert (stopped.stopped_by_queue, stopped.stop_message) == ("WorkloadEvictedDueToPreempted",
+                                                                "Preempted to accommodate a workload")  # fmt: skip
+    body["metadata"]["finalizers"] = []
+    body["status"]["conditions"][0]["status"] = "False"
+    plain = rank_pod_from(body)
+    assert plain is not None and not plain.held_by_queue and plain.stopped_by_queue is None

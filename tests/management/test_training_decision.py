@@ -602,3 +602,91 @@ def test_a_new_gang_is_created_with_its_policy() -> None:
     assert kinds == [("Service", "mnist-gang"), ("NetworkPolicy", "mnist-gang"), ("Pod", "mnist-0"), ("Pod", "mnist-1")]
     policy = plan.create[1]
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+# -- Kueue: a gated gang, a preempted gang, the finalizer it holds pods with ---------------------
+
+KUEUE = {"schedulingPolicy": {"gangScheduler": "Kueue", "queue": "team-a"}}
+PREEMPTED = "WorkloadEvictedDueToPreempted"
+KUEUE_SAYS = "Preempted to accommodate a workload (UID: w-1, JobUID: j-1) due to prioritization in the ClusterQueue"
+
+
+def test_a_gated_gang_is_queued_with_kueue_s_reason() -> None:
+    wait = "couldn't assign flavors to pod set 1d0c3a5e: insufficient unused quota for nvidia.com/gpu in flavor gpu"
+    pods = [pod(0, "Pending", gated=True, scheduled=False), pod(1, "Pending", gated=True, scheduled=False)]
+    plan = run(job(KUEUE, {"phase": "Pending", "gangCreatedTime": ago(10)}), pods, queue_wait=wait)
+    assert status_of(plan)["phase"] == "Queued" and status_of(plan)["reason"] == "Queued"
+    message = next(c["message"] for c in status_of(plan)["conditions"] if c["type"] == "Scheduled")
+    assert message == f"2/2 ranks wait for admission by the gang scheduler; Kueue says: {wait}"
+    assert [(e.reason, e.message) for e in plan.events] == [("Queued", message)]
+
+
+@pytest.mark.parametrize("deleting", [True, False], ids=["deleted", "marked-not-yet-deleted"])
+def test_a_gang_kueue_preempted_is_recreated_whole_without_counting_against_backoff(deleting: bool) -> None:
+    """Kueue marks every pod (TerminationTarget) and deletes it; at backoffLimit already, the job still goes on."""
+    status = {**RUNNING, "restarts": 3, "gangAttempt": 3}
+    stopped = {"stopped_by_queue": PREEMPTED, "stop_message": KUEUE_SAYS, "held_by_queue": True}
+    pods = [pod(r, attempt=3, deletion=NOW if deleting else None, **stopped) for r in (0, 1)]
+    plan = run(job(KUEUE, status), pods)
+    status = status_of(plan)
+    assert status["phase"] == "Restarting" and status["reason"] == "Preempted"
+    assert status["restarts"] == 3 and status["preemptions"] == 1 and status["gangAttempt"] == 4
+    said = f"Kueue stopped the gang ({PREEMPTED}) at rank 0 (pod mnist-0): {KUEUE_SAYS}"
+    assert reasons(plan)["Restarting"] == ("True", "Preempted") and reasons(plan)["Running"] == ("False", "Preempted")
+    assert next(c["message"] for c in status["conditions"] if c["type"] == "Restarting") == said
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "Preempted")] and said in plan.events[0].message
+    assert sorted(d.name for d in plan.delete) == ([] if deleting else ["mnist-0", "mnist-1"])
+    assert plan.requeue_after is not None and plan.requeue_after <= 1
+
+
+def test_another_kueue_eviction_is_evicted_not_preempted() -> None:
+    pods = [pod(0, stopped_by_queue="WorkloadEvictedDueToClusterQueueStopped", deletion=NOW), pod(1)]
+    plan = run(job(KUEUE, RUNNING), pods)
+    assert status_of(plan)["reason"] == "Evicted" and status_of(plan)["preemptions"] == 1
+
+
+def test_a_preempted_gang_releases_its_held_pods_and_returns_at_once_without_backoff() -> None:
+    preempted = {"phase": "Restarting", "reason": "Preempted", "preemptions": 1, "gangAttempt": 1,
+                 "lastRestartTime": ago(1)}  # fmt: skip
+    held = [pod(r, attempt=0, deletion=NOW, held_by_queue=True, stopped_by_queue=PREEMPTED) for r in (0, 1)]
+    waiting = run(job(KUEUE, preempted), held)
+    assert sorted(waiting.release) == ["mnist-0", "mnist-1"] and waiting.create == []
+    recreated = run(job(KUEUE, preempted), [])
+    assert [o["metadata"]["name"] for o in recreated.create if o["kind"] == "Pod"] == ["mnist-0", "mnist-1"]
+
+
+def test_a_failed_rank_s_gang_restarts_by_policy_and_its_held_pods_are_released_once_deleting() -> None:
+    plan = run(job(KUEUE, RUNNING), [pod(0, held_by_queue=True), pod(1, "Failed", exit_code=137, held_by_queue=True)])
+    assert status_of(plan)["restarts"] == 1 and status_of(plan)["preemptions"] == 0
+    assert plan.release == []  # not deleting yet: Kueue may still count how they ended
+    restarting = {"phase": "Restarting", "restarts": 1, "gangAttempt": 1, "lastRestartTime": ago(1)}
+    later = run(job(KUEUE, restarting), [pod(0, deletion=NOW, held_by_queue=True), pod(1, "Failed", deletion=NOW)])
+    assert later.release == ["mnist-0"]
+
+
+def test_a_finished_job_s_held_pods_are_released_once_deleting() -> None:
+    failed = {"phase": "Failed", "reason": "Failed", "completionTime": ago(5)}
+    plan = run(job(KUEUE, failed), [pod(0, deletion=NOW, held_by_queue=True), pod(1, "Failed", held_by_queue=True)])
+    assert plan.release == ["mnist-0"]
+
+
+def test_a_gang_kueue_admitted_whole_is_ungated_at_once_and_not_before() -> None:
+    """Kueue lifts its gate rank by rank; the operator's own gate holds every rank until none carries Kueue's."""
+    created = {"phase": "Queued", "gangCreatedTime": ago(5)}
+    partly = [pod(0, "Pending", scheduled=False, gang_gated=True),
+              pod(1, "Pending", scheduled=False, gated=True, gang_gated=True)]  # fmt: skip
+    waiting = run(job(KUEUE, created), partly)
+    assert waiting.ungate == [] and status_of(waiting)["phase"] == "Queued"
+    admitted = [pod(r, "Pending", scheduled=False, gang_gated=True) for r in (0, 1)]
+    plan = run(job(KUEUE, created), admitted)
+    assert plan.ungate == ["mnist-0", "mnist-1"]
+    assert reasons(plan)["Scheduled"] == ("False", "WaitingForGang")  # admitted: being scheduled now
+    unseen = run(job(KUEUE, created), admitted[:1], expected=frozenset({"mnist-1"}))
+    assert unseen.ungate == []  # a rank not yet seen may still be gated
+
+
+def test_kueue_ranks_are_created_behind_the_operator_s_gang_gate() -> None:
+    from aidc.compute.gang import rank_pod
+
+    assert rank_pod(job(KUEUE), 0, 0, SETTINGS)["spec"]["schedulingGates"] == [{"name": "aidc.io/gang"}]
+    assert "schedulingGates" not in rank_pod(job(), 0, 0, SETTINGS)["spec"]

@@ -79,6 +79,11 @@ no wildcards, no secrets.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, create, delete, patch]
+# Kueue's Workload of a queued gang, read for the reason it waits (no Kueue, no harm: never granted
+# anything else of Kueue's)
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get]
 # rendezvous and serving Services, checkpoint claims
 - apiGroups: [""]
   resources: [services, persistentvolumeclaims]

@@ -106,6 +106,13 @@ class Pki:
     def kubelet_serving_key(self, node: str) -> Path:
         return self.root / f"kubelet-{node}-serving.key"
 
+    def serving_cert_of(self, component: str) -> Path:
+        """TLS certificate of a component the API server calls back (a webhook server)."""
+        return self.root / f"{component}-serving.crt"
+
+    def serving_key_of(self, component: str) -> Path:
+        return self.root / f"{component}-serving.key"
+
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
@@ -187,6 +194,23 @@ def issue_node_credentials(pki: Pki, node: str, address: str) -> ClientIdentity:
     _write_key(pki.kubelet_serving_key(node), key)
     _write_cert(pki.kubelet_serving_cert(node), cert)
     return identity
+
+
+def issue_serving_credentials(pki: Pki, component: str, addresses: tuple[str, ...]) -> tuple[Path, Path]:
+    """A serving certificate for ``component`` at ``addresses`` (IPs), signed by the test bed's CA, so
+    the API server, which trusts that CA as a webhook's caBundle, verifies it; (cert, key) paths."""
+    ca_key, ca_name = _load_ca(pki)
+    key = _new_key()
+    alt_names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    cert = (
+        _builder(_name(component), ca_name, key.public_key())
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki.serving_key_of(component), key)
+    _write_cert(pki.serving_cert_of(component), cert)
+    return pki.serving_cert_of(component), pki.serving_key_of(component)
 
 
 def create_pki(root: Path) -> Pki:

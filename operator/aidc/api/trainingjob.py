@@ -636,7 +636,11 @@ class TrainingJobStatus(StatusModel):
     replica_counts: ReplicaCounts = Field(default_factory=ReplicaCounts, description="Pods by state.")
     ready: str | None = Field(default=None, description="Running/desired ranks, for kubectl get.")
     selector: str | None = Field(default=None, description="Label selector of the gang's pods (scale subresource).")
-    restarts: int = Field(default=0, description="Whole-gang restarts so far.")
+    restarts: int = Field(default=0, description="Whole-gang restarts so far (failures, against backoffLimit).")
+    preemptions: int = Field(
+        default=0,
+        description="Times the gang scheduler preempted the gang (Kueue deleted it); not counted against backoffLimit.",
+    )
     gang_attempt: int = Field(default=0, description="Which gang (0 first) the current pods belong to.")
     start_time: datetime | None = Field(default=None, description="When the first gang started running.")
     completion_time: datetime | None = Field(default=None, description="When the job succeeded or failed.")

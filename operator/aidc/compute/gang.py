@@ -8,7 +8,7 @@ from aidc import contract
 from aidc.api.trainingjob import TrainingJob
 from aidc.compute.environment import rank_environment
 from aidc.compute.podspec import merge_pod_spec, placement_fields, resource_requirements, restricted_security_context
-from aidc.compute.scheduling import gang_annotations, gang_labels, scheduler_name
+from aidc.compute.scheduling import gang_annotations, gang_labels, scheduler_name, scheduling_gates
 from aidc.compute.trainer_account import token_fields
 from aidc.identity.labels import job_labels, owner_reference
 from aidc.identity.names import checkpoint_claim_name, rank_pod_name, rendezvous_service_name
@@ -97,6 +97,8 @@ def rank_pod(job: TrainingJob, rank: int, attempt: int, settings: OperatorSettin
     scheduler = scheduler_name(job)
     if scheduler:
         pod_spec["schedulerName"] = scheduler
+    if gates := scheduling_gates(job):
+        pod_spec["schedulingGates"] = gates
     template = spec.pod_template
     return {
         "apiVersion": "v1",

@@ -16,6 +16,19 @@ KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 KUEUE_RETRIABLE = "kueue.x-k8s.io/retriable-in-group"
 KUEUE_GATE = "kueue.x-k8s.io/admission"
+# The operator's own scheduling gate on every rank of a Kueue gang. Kueue admits a gang whole but
+# lifts its gate pod by pod (one API call each, behind its client's rate limiter), and the
+# kube-scheduler starts each pod it may: measured in the test bed, one rank ran while another still
+# waited for admission. The operator lifts this gate from every rank at once, and only when no rank
+# carries Kueue's any more, so no rank starts before the whole gang is admitted.
+GANG_GATE = "aidc.io/gang"
+# Kueue holds every pod it manages with this finalizer until it has counted how the pod ended
+KUEUE_FINALIZER = "kueue.x-k8s.io/managed"
+# the pod condition Kueue sets, with its reason and message, before it deletes a pod it stops
+# (a preempted or evicted workload): reason WorkloadEvictedDueTo<Evicted's reason>, e.g. ...Preempted
+KUEUE_TERMINATION = "TerminationTarget"
+KUEUE_WORKLOAD_API = "kueue.x-k8s.io/v1beta2"
+KUEUE_WORKLOADS = "workloads"
 VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 COSCHEDULING_GROUP = "scheduling.x-k8s.io/pod-group"
 VOLCANO_SCHEDULER = "volcano"
@@ -24,6 +37,16 @@ COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
 
 def group_name(job: TrainingJob) -> str:
     return str(job.metadata["name"])
+
+
+def kueue_wait(workload: dict[str, Any] | None) -> str | None:
+    """Why Kueue has not admitted a gang's Workload (named after the pod group), in its own words."""
+    conditions = {c.get("type"): c for c in ((workload or {}).get("status") or {}).get("conditions") or []}
+    for type_, status in (("Evicted", "True"), ("QuotaReserved", "False"), ("Admitted", "False")):
+        found = conditions.get(type_)
+        if found is not None and found.get("status") == status and found.get("message"):
+            return str(found["message"])
+    return None
 
 
 def gang_labels(job: TrainingJob) -> dict[str, str]:
@@ -45,6 +68,11 @@ def gang_annotations(job: TrainingJob) -> dict[str, str]:
     if policy.gang_scheduler == "Volcano":
         return {VOLCANO_GROUP: group_name(job)}
     return {}
+
+
+def scheduling_gates(job: TrainingJob) -> list[dict[str, str]]:
+    """The gates a rank is created with: the operator's gang gate under Kueue, else none."""
+    return [{"name": GANG_GATE}] if job.spec.scheduling_policy.gang_scheduler == "Kueue" else []
 
 
 def scheduler_name(job: TrainingJob) -> str | None:

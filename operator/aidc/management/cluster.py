@@ -197,6 +197,30 @@ class Cluster:
         options = {"gracePeriodSeconds": 0} if deletion.force else None
         await self._delete("pods", f"/api/v1/namespaces/{namespace}/pods/{deletion.name}", options)
 
+    async def release_pod(self, namespace: str, name: str, finalizer: str) -> None:
+        """Drops ``finalizer`` from a pod on its way out (by value: no index to race); one gone is no error."""
+        body = {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}}
+        try:
+            await self._send(
+                "patch", "pods", "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", body,
+                content_type="application/strategic-merge-patch+json",
+            )  # fmt: skip
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    async def ungate_pod(self, namespace: str, name: str, gate: str) -> None:
+        """Lifts one scheduling gate of a pod (by name: the list merges by name); one gone is no error."""
+        body = {"spec": {"schedulingGates": [{"name": gate, "$patch": "delete"}]}}
+        try:
+            await self._send(
+                "patch", "pods", "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", body,
+                content_type="application/strategic-merge-patch+json",
+            )  # fmt: skip
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
     async def owned_pod_names(self, namespace: str, selector: str, owner_uid: str) -> set[str]:
         """Names of the pods matching ``selector`` that ``owner_uid`` controls, as the API server has them now.
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from aidc import contract
+from aidc.compute.scheduling import GANG_GATE, KUEUE_FINALIZER, KUEUE_TERMINATION
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 
@@ -35,7 +36,8 @@ class RankPod:
     deletion: datetime | None = None  # deletionTimestamp: when the grace period ends
     scheduled: bool = False
     unschedulable: str | None = None  # the scheduler's message
-    gated: bool = False  # scheduling gates (Kueue admission)
+    gated: bool = False  # a scheduling gate other than the operator's: the gang scheduler's (Kueue's admission)
+    gang_gated: bool = False  # the operator's own gate (GANG_GATE): lifted once no rank is gated
     image_pull_error: str | None = None
     exit_code: int | None = None
     reason: str | None = None  # Evicted, OOMKilled, DeadlineExceeded, ...
@@ -43,6 +45,10 @@ class RankPod:
     finished_at: datetime | None = None  # the trainer container's finishedAt
     disrupted: str | None = None  # DisruptionTarget reason: node lost, preempted
     progress: dict[str, Any] | None = None
+    # Kueue stopped the pod (TerminationTarget): its reason (WorkloadEvictedDueToPreempted, ...) and message
+    stopped_by_queue: str | None = None
+    stop_message: str | None = None
+    held_by_queue: bool = False  # carries Kueue's finalizer: it stays until someone releases it
 
     @property
     def deleting(self) -> bool:
@@ -95,6 +101,9 @@ def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
     disruption = conditions.get("DisruptionTarget", {})
+    gates = spec.get("schedulingGates") or ()
+    stopped = conditions.get(KUEUE_TERMINATION, {})
+    stopped = stopped if stopped.get("status") == "True" else {}
     container = _trainer_status(status)
     state = container.get("state") or {}
     waiting = state.get("waiting") or {}
@@ -116,7 +125,8 @@ def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
         deletion=parse_time(metadata.get("deletionTimestamp")),
         scheduled=bool(spec.get("nodeName")) or scheduled.get("status") == "True",
         unschedulable=scheduled.get("message") if scheduled.get("reason") == "Unschedulable" else None,
-        gated=bool(spec.get("schedulingGates")),
+        gated=any(g.get("name") != GANG_GATE for g in gates),
+        gang_gated=any(g.get("name") == GANG_GATE for g in gates),
         image_pull_error=(
             f"{waiting.get('reason')}: {waiting.get('message', '')}".strip(": ")
             if waiting.get("reason") in IMAGE_PULL_REASONS
@@ -128,6 +138,9 @@ def rank_pod_from(pod: dict[str, Any]) -> RankPod | None:
         finished_at=parse_time(terminated.get("finishedAt")),
         disrupted=disruption.get("reason") if disruption.get("status") == "True" else None,
         progress=progress,
+        stopped_by_queue=stopped.get("reason") or ("Stopped" if stopped else None),
+        stop_message=stopped.get("message") or None,
+        held_by_queue=KUEUE_FINALIZER in (metadata.get("finalizers") or ()),
     )
 
 

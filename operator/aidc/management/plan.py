@@ -48,12 +48,17 @@ class PodDeletion:
 
 @dataclass
 class Plan:
-    """Decided actions; the apply layer carries them out in this order: create, update, delete, status, events."""
+    """Decided actions; the apply layer carries them out in this order: create, update, delete, release,
+    ungate, status, events."""
 
     create: list[dict[str, Any]] = field(default_factory=list)
     # objects whose spec drifted from what they should be: patched as a whole
     update: list[dict[str, Any]] = field(default_factory=list)
     delete: list[PodDeletion] = field(default_factory=list)
+    # pods on their way out whose gang scheduler's finalizer (Kueue's) is released, so their names free up
+    release: list[str] = field(default_factory=list)
+    # rank pods whose operator gang gate is lifted (the whole gang at once)
+    ungate: list[str] = field(default_factory=list)
     # (kind, name) of owned objects no longer wanted (an autoscaler after autoscaling was removed)
     remove: list[tuple[str, str]] = field(default_factory=list)
     status: dict[str, Any] | None = None

@@ -54,6 +54,8 @@ FAILURE_SETTLE_SECONDS = 10
 FINISHED = ("Succeeded", "Failed")
 # kube-scheduler's message for a pod no node fits: "0/%v nodes are available: <reasons>."
 NO_NODE_FITS = re.compile(r"0/(\d+) nodes are available")
+# the job's reasons when the gang scheduler stopped the gang (see _queue_stop)
+QUEUE_STOPS = ("Preempted", "Evicted")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class TrainingObservation:
     expected: frozenset[str] = frozenset()
     # the checkpoint snapshot of a succeeded job, when there was something to learn about it
     snapshot: SnapshotLookup | None = None
+    # why the gang scheduler has not admitted a gated gang, in its words (Kueue's Workload conditions)
+    queue_wait: str | None = None
 
 
 def backoff_seconds(base: int, restarts: int) -> float:
@@ -131,6 +135,31 @@ class _Decision(StatusDraft[TrainingJobStatus]):
             if not pod.deleting:
                 self.plan.delete.append(PodDeletion(pod.name))
         self.plan.requeue(wait)
+
+    def requeue_gang(self, reason: str, message: str) -> None:
+        """The gang scheduler took the gang's place (Kueue preempted its Workload and deleted every pod):
+        the whole gang is recreated at once and waits, gated, to be admitted again.
+
+        A preemption is not the job's failure (as Kubeflow's jobs under Kueue): it is counted in
+        ``preemptions``, never against backoffLimit, and waits no backoff (the queue decides when).
+        """
+        self.update(
+            preemptions=self.status.preemptions + 1,
+            gang_attempt=self.status.gang_attempt + 1,
+            last_restart_time=self.now,
+            gang_created_time=None,
+            gang_running_time=None,
+        )
+        text = f"{message}; the whole gang is recreated and waits to be admitted again"
+        if self.status.phase == "Restarting":  # entering the phase is an event; a second stop is one too
+            self.event(reason, text, warning=True)
+        self.phase("Restarting", reason, text, warning=True)
+        self.condition("Restarting", True, reason, message)
+        self.condition("Running", False, reason, message)
+        for pod in self.obs.pods:
+            if not pod.deleting:
+                self.plan.delete.append(PodDeletion(pod.name))
+        self.plan.requeue(0)
 
     def clean_up_pods(self) -> None:
         policy = self.job.spec.run_policy.clean_pod_policy
@@ -243,6 +272,7 @@ def decide(obs: TrainingObservation) -> Plan:
     _force_out_stuck_pods(d)
     if status.phase in FINISHED and not _invalid_spec_fixed(d):
         d.clean_up_pods()
+        _release_held(d, obs.pods)
         take_snapshot(d, obs.job, obs.snapshot, obs.settings)
         _expire(d)
         return d.done()
@@ -251,12 +281,26 @@ def decide(obs: TrainingObservation) -> Plan:
     for pod in stale:
         if not pod.deleting:
             d.plan.delete.append(PodDeletion(pod.name))
+    _release_held(d, stale)
     _ensure_supporting_objects(d)
     # each of these may hold the gang back for this pass
     if _named_claim_missing(d) or _suspended(d) or _past_deadline(d) or _backing_off(d):
         return d.done()
     _run_gang(d, current, stale)
     return d.done()
+
+
+def _release_held(d: _Decision, pods: list[RankPod]) -> None:
+    """Pods on their way out that Kueue's finalizer holds: released, so their names are free again.
+
+    Kueue keeps the finalizer until a pod of a group is replaced by a pod of another name, or the
+    whole group succeeded; a gang is recreated under the same names (stable hostnames), so an old
+    attempt's pods (or a finished job's) would otherwise stay Terminating for ever and the new gang
+    would never be created. Once they are gone, Kueue drops the group's Workload and queues the next.
+    """
+    for pod in pods:
+        if pod.deleting and pod.held_by_queue:
+            d.plan.release.append(pod.name)
 
 
 def _force_out_stuck_pods(d: _Decision) -> None:
@@ -306,7 +350,7 @@ def _past_deadline(d: _Decision) -> bool:
 def _backing_off(d: _Decision) -> bool:
     """A restarting gang waits out its backoff before it is created again."""
     status = d.old
-    if status.phase != "Restarting":
+    if status.phase != "Restarting" or status.reason in QUEUE_STOPS:  # the queue decides when, not a backoff
         return False
     wait = backoff_seconds(d.job.spec.failure_policy.backoff_seconds, status.restarts)
     due = (status.last_restart_time or d.now) + timedelta(seconds=wait)
@@ -393,6 +437,10 @@ def _gang_failed(d: _Decision, current: list[RankPod], missing: list[int], names
     """A rank that failed, or vanished after the gang was complete, fails the whole gang."""
     policy = d.job.spec.failure_policy
     gone = [p for p in current if (p.phase == "Failed" and not p.completed_run) or (p.deleting and not p.finished)]
+    stopped = sorted((p for p in current if p.stopped_by_queue), key=lambda p: p.rank)
+    if stopped:  # Kueue stops (deletes) every rank; the first one it marked says why
+        d.requeue_gang(*_queue_stop(stopped[0]))
+        return True
     if missing and d.status.gang_created_time is not None:
         attempt = d.status.gang_attempt
         gone += [RankPod(name=names[r], rank=r, attempt=attempt, reason="deleted") for r in missing]
@@ -412,6 +460,15 @@ def _gang_failed(d: _Decision, current: list[RankPod], missing: list[int], names
     else:
         d.finish(False, reason, message)
     return True
+
+
+def _queue_stop(pod: RankPod) -> tuple[str, str]:
+    """(reason, message) of a gang the gang scheduler stopped: Preempted, or Evicted for any other cause
+    (its queue stopped, the Workload deactivated or deleted), with the scheduler's own words."""
+    cause = pod.stopped_by_queue or "Stopped"
+    reason = "Preempted" if cause.endswith("Preempted") else "Evicted"
+    said = f": {pod.stop_message}" if pod.stop_message else ""
+    return reason, f"Kueue stopped the gang ({cause}) at rank {pod.rank} (pod {pod.name}){said}"
 
 
 def _peers_may_still_report(d: _Decision, current: list[RankPod], first: RankPod) -> bool:
@@ -443,8 +500,14 @@ def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
     spec = d.job.spec
     gated = [p for p in current if p.gated]
     unscheduled = [p for p in current if not p.scheduled and p.phase == "Pending"]
-    if gated:
-        message = f"{len(gated)}/{spec.replicas} ranks wait for admission by the gang scheduler"
+    if gated or unseen:
+        held = [p for p in current if p.gang_gated]
+    else:  # the gang scheduler admitted every rank: they start together
+        held, d.plan.ungate = [], [p.name for p in current if p.gang_gated and not p.deleting]
+    if gated or held:
+        message = f"{len(gated or held)}/{spec.replicas} ranks wait for admission by the gang scheduler"
+        if d.obs.queue_wait:
+            message += f"; {spec.scheduling_policy.gang_scheduler} says: {d.obs.queue_wait}"
         d.phase("Queued", "Queued", message)
         d.condition("Scheduled", False, "Queued", message)
         return False

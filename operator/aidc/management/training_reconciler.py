@@ -17,7 +17,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from aidc.api import TrainingJob, describe_validation_error
-from aidc.compute.scheduling import group_name, pod_group
+from aidc.compute.scheduling import (
+    GANG_GATE,
+    KUEUE_FINALIZER,
+    KUEUE_WORKLOAD_API,
+    KUEUE_WORKLOADS,
+    group_name,
+    kueue_wait,
+    pod_group,
+)
 from aidc.identity.names import checkpoint_claim_name, gang_policy_name, rendezvous_service_name
 from aidc.management.apiserver import ApiError
 from aidc.management.checkpoint_snapshot import SnapshotLookup, snapshot_refused, snapshot_to_look_up
@@ -71,7 +79,9 @@ class TrainingReconciler:
     def _delivered(self, job: TrainingJob) -> set[str]:
         return {pod.name for pod in self._pods_of(job)}
 
-    def observe(self, job: TrainingJob, memory: Memory, snapshot: SnapshotLookup | None = None) -> TrainingObservation:
+    def observe(
+        self, job: TrainingJob, memory: Memory, snapshot: SnapshotLookup | None = None, queue_wait: str | None = None
+    ) -> TrainingObservation:
         namespace = job.metadata["namespace"]
         pods = self._pods_of(job)
         seen = {pod.name for pod in pods}
@@ -89,7 +99,20 @@ class TrainingReconciler:
             network_policy_hash=owned_hash(self.indexes.policies, (namespace, gang_policy_name(job)), job),
             expected=frozenset(memory.expected),
             snapshot=snapshot,
+            queue_wait=queue_wait,
         )
+
+    async def _ask_queue(self, job: TrainingJob) -> str | None:
+        """Why Kueue holds a gated gang back, read from its Workload (named after the pod group) only
+        while a rank is gated; None when there is no such Workload or it may not be read."""
+        if job.spec.scheduling_policy.gang_scheduler != "Kueue" or not any(p.gated for p in self._pods_of(job)):
+            return None
+        try:
+            workload = await self.cluster.read(KUEUE_WORKLOAD_API, KUEUE_WORKLOADS, job.metadata["namespace"],
+                                               group_name(job))  # fmt: skip
+        except ApiError:
+            return None  # Kueue's API not served here, or not granted: the status says less, nothing breaks
+        return kueue_wait(workload)
 
     async def _look_up_snapshot(self, job: TrainingJob) -> SnapshotLookup | None:
         """The checkpoint snapshot of a succeeded job, read by name (the operator watches no snapshots:
@@ -129,7 +152,7 @@ class TrainingReconciler:
             return await report(self.cluster, PLURAL, body, plan), None
         window = self.settings.expectation_seconds
         await check_overdue(self.cluster, job, lambda: self._delivered(job), memory, window, self.metrics)
-        observation = self.observe(job, memory, await self._look_up_snapshot(job))
+        observation = self.observe(job, memory, await self._look_up_snapshot(job), await self._ask_queue(job))
         plan = decide(observation)
         for refusal in await self._apply_objects(job, plan, memory):
             if refusal.kind == "VolumeSnapshot":
@@ -178,6 +201,8 @@ class TrainingReconciler:
         for obj in plan.update:  # a NetworkPolicy rendered otherwise than the one observed
             await self.cluster.apply(obj)
         await asyncio.gather(*(self.cluster.delete_pod(namespace, d) for d in plan.delete))
+        await asyncio.gather(*(self.cluster.release_pod(namespace, n, KUEUE_FINALIZER) for n in plan.release))
+        await asyncio.gather(*(self.cluster.ungate_pod(namespace, n, GANG_GATE) for n in plan.ungate))
         if plan.delete_resource:
             await self.cluster.delete_custom(PLURAL, namespace, job.metadata["name"])
         return list(refusals.values())
