@@ -57,6 +57,14 @@ def describe_nodes(config: TestbedConfig, layout: Layout) -> list[RealNode]:
     return nodes
 
 
+def node_named(config: TestbedConfig, layout: Layout, name: str) -> RealNode:
+    """The running real node called ``name``: its folders (its kubelet's ports are in its config file)."""
+    if not name.startswith(realnodes.NODE_NAME_PREFIX) or not (layout.real_nodes / name).is_dir():
+        raise ValueError(f"{name} is not a real node of the bed in {layout.root}")
+    index = int(name.removeprefix(realnodes.NODE_NAME_PREFIX))
+    return RealNode(index, layout.real_nodes / name, 0, 0, config.image_store / name)
+
+
 def prepare_host(nodes: list[RealNode], journal: host.HostJournal) -> None:
     """Bridges, cgroup parents, the Service route and the forwarding rule; sysctls recorded first."""
     host.remember_netfilter(journal)
