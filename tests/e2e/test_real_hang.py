@@ -120,7 +120,7 @@ def _stop_rank(kube: client.ApiClient, testbed: Any, namespace: str, job: str, r
     pid = container_pid(testbed, client.CoreV1Api(kube).read_namespaced_pod(f"{job}-{rank}", namespace), "trainer")
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     assert argv[:3] == ["python", "-m", "aidc_trainer"], argv  # the rank itself, not a launcher
-    children = [c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    children = [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit() and _parent(entry) == pid]
     assert not children, f"rank {rank} runs child processes {children}: stop the one that trains"
     os.kill(pid, signal.SIGSTOP)
     assert _process_state(pid) == "T"
@@ -129,6 +129,13 @@ def _stop_rank(kube: client.ApiClient, testbed: Any, namespace: str, job: str, r
 
 def _process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _last_beat(kube: client.ApiClient, namespace: str, pod: str) -> float:
