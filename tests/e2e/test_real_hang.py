@@ -34,6 +34,7 @@ from tests.e2e.test_real_nodes import (
     TJ,
     claim_folder,
     finished,
+    gang_attempt,
     progress_step,
     resumptions,
     training_job,
@@ -97,6 +98,8 @@ def test_a_stopped_rank_stalls_the_job_and_the_gang_resumes_from_its_checkpoint(
     assert done["status"]["restarts"] == 2 and done["status"]["progress"]["step"] == MAX_STEPS
     for found in stalled:  # what the docs quote
         print("Stalled:", json.dumps({k: found["status"].get(k) for k in ("phase", "reason", "conditions")}))
+    events = client.CoreV1Api(kube).list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}")
+    print("Events:", json.dumps([[e.type, e.reason, e.message] for e in events.items]))
     assert len(pod_history.uids_of(f"{job}-")) == 6, "three gangs of two ranks, each created once"
 
 
@@ -106,7 +109,7 @@ def _training(
 ) -> int:  # fmt: skip
     """Waits until gang ``attempt`` reports a step past ``beyond`` and has checkpointed past it; that step."""
     wait_for(lambda: get(kube, namespace, TJ, job), timeout=180,
-             until=lambda j: j["status"].get("gangAttempt", 0) == attempt and progress_step(j) > beyond)  # fmt: skip
+             until=lambda j: gang_attempt(j) == attempt and progress_step(j) > beyond)  # fmt: skip
     return int(wait_for(lambda: _latest_step(checkpoints), until=lambda s: s > beyond, timeout=120, interval=0.1))
 
 
@@ -170,7 +173,7 @@ def _resumed_from_the_latest_checkpoint(
     # nothing writes while the gang is stalled: the newest checkpoint now is what the next gang must load
     latest = _latest_step(checkpoints)
     wait_for(lambda: get(kube, namespace, TJ, job), timeout=120,
-             until=lambda j: j["status"].get("gangAttempt") == attempt and condition_is(j, "Running"))  # fmt: skip
+             until=lambda j: gang_attempt(j) == attempt and condition_is(j, "Running"))  # fmt: skip
     logs = wait_for(lambda: resumptions(testbed.kubeconfig, namespace, f"{job}-0"), ignore=(Exception,), timeout=90)
     assert logs[0]["step"] == latest > 0, (logs[0], latest)
     return latest

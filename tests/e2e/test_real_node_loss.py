@@ -27,7 +27,16 @@ from kubernetes import client
 
 from tests.cluster.resources import condition, condition_is, create, get
 from tests.e2e.conftest import STUCK_TERMINATING_SECONDS, PodHistory, Release, runtime_states
-from tests.e2e.test_real_nodes import TJ, claim_folder, finished, progress_step, resumptions, training_job, unique
+from tests.e2e.test_real_nodes import (
+    TJ,
+    claim_folder,
+    finished,
+    gang_attempt,
+    progress_step,
+    resumptions,
+    training_job,
+    unique,
+)
 
 pytestmark = pytest.mark.e2e
 GRACE_SECONDS = 5  # the pods' terminationGracePeriodSeconds: a rank's SIGTERM checkpoint takes under a second
@@ -97,6 +106,8 @@ def test_a_lost_real_node_restarts_the_gang_on_the_other_and_loses_and_duplicate
     assert steps == sorted(steps), f"a checkpoint older than one before it appeared: {log.appeared}"
     for rank in (0, 1):
         assert len(pod_history.of(f"{job}-{rank}")) == 2, f"rank {rank} ran in more than the two gangs"
+    events = client.CoreV1Api(kube).list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}")
+    print("Events:", json.dumps([[e.type, e.reason, e.message] for e in events.items]))  # what the docs quote
 
 
 def _lose_rank_0s_node(
@@ -116,8 +127,10 @@ def _lose_rank_0s_node(
         restarted = get(kube, namespace, TJ, job)
         assert condition(restarted, "Restarting")["reason"] == "RankLost"  # type: ignore[index]
         waiting = wait_for(lambda: get(kube, namespace, TJ, job), timeout=60,
-                           until=lambda j: j["status"].get("reason") == "OldRanksTerminating")  # fmt: skip
+                           until=lambda j: (j.get("status") or {}).get("reason") == "OldRanksTerminating")  # fmt: skip
         assert f"old pod(s) {job}-0" in condition(waiting, "Scheduled")["message"]  # type: ignore[index]
+        for found in (restarted, waiting):  # what the docs quote
+            print("Status:", json.dumps({k: found["status"].get(k) for k in ("phase", "reason", "conditions")}))
         # the silent node's containers live on: the old pod's sandbox still runs there
         assert "SANDBOX_READY" in runtime_states(testbed, lost, old[0].metadata.uid)["sandboxes"]
         _force_deleted_on_time(kube, namespace, job, stuck, history, wait_for)
@@ -148,7 +161,7 @@ def _evicted_and_stuck(
                      until=lambda p: p.metadata.uid == uid and p.metadata.deletion_timestamp is not None)  # fmt: skip
     disrupted = next(c for c in stuck.status.conditions or [] if c.type == "DisruptionTarget")
     assert disrupted.reason == "DeletionByTaintManager", disrupted
-    wait_for(lambda: get(kube, namespace, TJ, job), until=lambda j: j["status"].get("restarts") == 1, timeout=30)
+    wait_for(lambda: get(kube, namespace, TJ, job), until=lambda j: j["status"]["restarts"] == 1, timeout=30)
     return stuck
 
 
@@ -171,7 +184,7 @@ def _new_gang_resumes(
     """The new gang runs on the surviving node and resumes from the newest checkpoint written before it;
     when its rank 0 started."""
     wait_for(lambda: get(kube, namespace, TJ, job), timeout=120,
-             until=lambda j: j["status"].get("gangAttempt") == 1 and condition_is(j, "Running"))  # fmt: skip
+             until=lambda j: gang_attempt(j) == 1 and condition_is(j, "Running"))  # fmt: skip
     core = client.CoreV1Api(kube)
     rank0 = core.read_namespaced_pod(f"{job}-0", namespace)
     assert {core.read_namespaced_pod(f"{job}-{r}", namespace).spec.node_name for r in (0, 1)} == {kept}

@@ -95,6 +95,10 @@ def progress_step(job: dict[str, Any]) -> int:
     return int(((job.get("status") or {}).get("progress") or {}).get("step") or 0)
 
 
+def gang_attempt(job: dict[str, Any]) -> int:
+    return int((job.get("status") or {}).get("gangAttempt") or 0)
+
+
 def run_client_pod(
     kube: client.ApiClient, namespace: str, image: str, script: str, wait_for: Callable[..., Any]
 ) -> str:

@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -204,7 +205,9 @@ def start_real_nodes(
     for node in nodes:
         write_node_files(node, config, pki, server)
         start_containerd(node, config, spawn)
-        import_images(node, config)
+    # each node has a store of its own to fill (the first time: a disk-bound copy of every image), at once
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        list(pool.map(lambda node: import_images(node, config), nodes))
     start_kube_proxy(nodes[0], config, layout, pki, server, spawn)
     for node in nodes:
         start_kubelet(node, config, spawn)
