@@ -191,12 +191,13 @@ def pod_history(kube: ApiClient, release: Release) -> Iterator[PodHistory]:
     history.stop()
 
 
-def crictl(testbed: Testbed, node: str, *args: str) -> Any:
-    """``crictl ... -o json`` against the containerd of real node ``node``: what the runtime itself says."""
+def crictl(testbed: Testbed, node: str, command: str, *args: str) -> Any:
+    """``crictl COMMAND -o json ARGS`` against the containerd of real node ``node``: what the runtime itself says."""
     from aidc_testbed.realnodes import containerd_socket
 
     socket = containerd_socket(testbed.layout.real_nodes / node)
-    argv = [str(testbed.config.tools_dir / "crictl"), "--runtime-endpoint", f"unix://{socket}", *args, "-o", "json"]
+    endpoint = f"unix://{socket}"
+    argv = [str(testbed.config.tools_dir / "crictl"), "--runtime-endpoint", endpoint, command, "-o", "json", *args]
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout)
 
 

@@ -47,7 +47,7 @@ GRACE_SECONDS = 5  # the pods' terminationGracePeriodSeconds: a stopped rank is 
 # the last step's heartbeat is up to 2 s older than the stop (sent every second, its time in whole
 # seconds); the operator's pass is due at that time plus the timeout, and a late one comes by resync (5 s)
 EARLIEST, LATEST = HANG_SECONDS - 3, HANG_SECONDS + 6
-MAX_STEPS = 300
+MAX_STEPS = 80  # the stops come at the first checkpoints of their gangs (steps 10 and 20)
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_a_stopped_rank_stalls_the_job_and_the_gang_resumes_from_its_checkpoint(
 
     # gang 0: rank 0 stops once it trains and has checkpointed
     trained = _training(kube, namespace, job, checkpoints, wait_for, attempt=0, beyond=0)
-    stopped_pids.append(_stop_rank(kube, testbed, namespace, job, 0))
+    stopped_pids.append(_stop_rank(kube, testbed, namespace, job, 0, wait_for))
     stalled = [_stalled(kube, namespace, job, wait_for, restarts=1, since=time.monotonic())]
     first_resume = _resumed_from_the_latest_checkpoint(kube, testbed, namespace, job, checkpoints, wait_for, 1)
     assert first_resume >= trained
@@ -82,7 +82,7 @@ def test_a_stopped_rank_stalls_the_job_and_the_gang_resumes_from_its_checkpoint(
 
     # gang 1: rank 1 stops; rank 0 lives on, blocked in a collective
     _training(kube, namespace, job, checkpoints, wait_for, attempt=1, beyond=first_resume)
-    stopped_pids.append(_stop_rank(kube, testbed, namespace, job, 1))
+    stopped_pids.append(_stop_rank(kube, testbed, namespace, job, 1, wait_for))
     stopped_at, stopped_clock = time.monotonic(), time.time()
     rank0 = container_pid(testbed, client.CoreV1Api(kube).read_namespaced_pod(f"{job}-0", namespace), "trainer")
     stalled.append(_stalled(kube, namespace, job, wait_for, restarts=2, since=stopped_at))
@@ -118,7 +118,9 @@ def _latest_step(checkpoints: Path) -> int:
     return max(steps, default=0)
 
 
-def _stop_rank(kube: client.ApiClient, testbed: Any, namespace: str, job: str, rank: int) -> int:
+def _stop_rank(
+    kube: client.ApiClient, testbed: Any, namespace: str, job: str, rank: int, wait_for: Callable[..., Any]
+) -> int:
     """SIGSTOP the process that trains as ``rank``; its host pid."""
     pid = container_pid(testbed, client.CoreV1Api(kube).read_namespaced_pod(f"{job}-{rank}", namespace), "trainer")
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
@@ -126,7 +128,7 @@ def _stop_rank(kube: client.ApiClient, testbed: Any, namespace: str, job: str, r
     children = [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit() and _parent(entry) == pid]
     assert not children, f"rank {rank} runs child processes {children}: stop the one that trains"
     os.kill(pid, signal.SIGSTOP)
-    assert _process_state(pid) == "T"
+    wait_for(lambda: _process_state(pid) == "T", timeout=5, interval=0.01, message=f"rank {rank} stopped")
     return pid
 
 

@@ -127,8 +127,9 @@ def _lose_rank_0s_node(
         restarted = get(kube, namespace, TJ, job)
         assert condition(restarted, "Restarting")["reason"] == "RankLost"  # type: ignore[index]
         waiting = wait_for(lambda: get(kube, namespace, TJ, job), timeout=60,
-                           until=lambda j: (j.get("status") or {}).get("reason") == "OldRanksTerminating")  # fmt: skip
-        assert f"old pod(s) {job}-0" in condition(waiting, "Scheduled")["message"]  # type: ignore[index]
+                           until=lambda j: "its node does not confirm" in _scheduled_message(j))  # fmt: skip
+        message = condition(waiting, "Scheduled")["message"]  # type: ignore[index]
+        assert f"old pod(s) {job}-0" in message and "its node does not confirm" in message, message
         for found in (restarted, waiting):  # what the docs quote
             print("Status:", json.dumps({k: found["status"].get(k) for k in ("phase", "reason", "conditions")}))
         # the silent node's containers live on: the old pod's sandbox still runs there
@@ -146,6 +147,11 @@ def _lose_rank_0s_node(
     ranks = core.list_namespaced_pod(namespace, label_selector=f"aidc.io/job-name={job}").items
     assert {p.spec.node_name for p in ranks} == {kept} and len(ranks) == 2
     return started
+
+
+def _scheduled_message(job: dict[str, Any]) -> str:
+    scheduled = condition(job, "Scheduled") if job.get("status") else None
+    return str(scheduled["message"]) if scheduled and scheduled["reason"] == "OldRanksTerminating" else ""
 
 
 def _checkpointed(job: dict[str, Any]) -> bool:

@@ -342,8 +342,13 @@ def test_a_rank_whose_old_pod_is_stuck_waits_and_the_status_says_until_when() ->
     assert reasons(plan)["Scheduled"] == ("False", "OldRanksTerminating")
     assert condition_message(plan, "Scheduled") == (
         "1/2 ranks of attempt 1 created; waiting for the old pod(s) mnist-0 to end before their rank(s) are created "
-        "again; a pod whose node never confirms its end is force-deleted at 2026-11-29T12:00:50Z "
-        "(stuckTerminatingSeconds 60 after its grace period)"
+        "again; mnist-0 outlived its grace period: its node does not confirm (lost or unreachable); force-deleted "
+        "at 2026-11-29T12:00:50Z (stuckTerminatingSeconds 60)"
+    )
+    within_grace = run(job(status=RESTARTED), [pod(0, attempt=0, deletion=NOW + timedelta(seconds=20))])
+    assert condition_message(within_grace, "Scheduled") == (
+        "1/2 ranks of attempt 1 created; waiting for the old pod(s) mnist-0 to end before their rank(s) are created "
+        "again"
     )
     assert not plan.routine_progress  # news for whoever waits: written at once
 

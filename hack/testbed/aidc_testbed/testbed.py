@@ -69,7 +69,11 @@ class Testbed:
         same fake nodes), API helpers such as :meth:`fail_node` work; start and stop do not.
         """
         if kubeconfig is not None and state_dir is None:
-            return cls(TestbedConfig(state_dir=Path(kubeconfig).parent), kubeconfig=Path(kubeconfig))
+            # a bed's own kubeconfig: its state file says what it was started with (real nodes, tools)
+            state = TestbedState.load(Layout(Path(kubeconfig).parent.resolve()).state_file)
+            folder = TestbedConfig(state_dir=Path(kubeconfig).parent)
+            config = TestbedConfig.from_json(state.config) if state is not None else folder
+            return cls(config, kubeconfig=Path(kubeconfig))
         testbed = cls(TestbedConfig(state_dir=state_dir) if state_dir else None, kubeconfig=kubeconfig)
         if not testbed.is_running():
             raise TestbedError(f"no test bed is running in {testbed.layout.root}")

@@ -466,15 +466,16 @@ def _create_missing(d: _Decision, missing: list[int], stale: list[RankPod], name
 
 def _held_back(d: _Decision, held: list[RankPod]) -> str:
     """Why ranks wait: their old pods, under the same names, are still terminating."""
-    seconds = d.obs.settings.stuck_terminating_seconds
-    deadlines = [p.deletion + timedelta(seconds=seconds) for p in held if p.deletion is not None]
     pods = ", ".join(p.name for p in held)
     message = f"waiting for the old pod(s) {pods} to end before their rank(s) are created again"
-    if deadlines:
-        due = max(deadlines).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message += (f"; a pod whose node never confirms its end is force-deleted at {due} "
-                    f"(stuckTerminatingSeconds {seconds} after its grace period)")  # fmt: skip
-    return message
+    overdue = [p for p in held if p.deletion is not None and p.deletion < d.now]
+    if not overdue:
+        return message
+    seconds = d.obs.settings.stuck_terminating_seconds
+    due = max(p.deletion for p in overdue if p.deletion is not None) + timedelta(seconds=seconds)
+    names = ", ".join(p.name for p in overdue)
+    return (f"{message}; {names} outlived its grace period: its node does not confirm (lost or unreachable); "
+            f"force-deleted at {due:%Y-%m-%dT%H:%M:%SZ} (stuckTerminatingSeconds {seconds})")  # fmt: skip
 
 
 def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
