@@ -1,9 +1,9 @@
-"""Fixtures of the end-to-end tests: the project's own images on the bed's real node, the operator
+"""Fixtures of the end-to-end tests: the project's own images on the bed's real nodes, the operator
 installed by its own Helm chart.
 
-The session's test bed has one real node (kubelet, containerd, runc, the CNI bridge, kube-proxy,
-CoreDNS) when the session runs as root; it is tainted while kwok nodes share the bed, and the tests
-put their pods there with :func:`aidc_testbed.realnodes.placement`. The chart is installed once per
+The session's test bed has two real nodes (kubelet, containerd, runc, the CNI bridge; one kube-proxy
+and CoreDNS) when the session runs as root; they are tainted while kwok nodes share the bed, and the
+tests put their pods there with :func:`aidc_testbed.realnodes.placement`. The chart is installed once per
 session, watching one namespace of its own (restricted Pod Security), so the in-process operators of
 the cluster tests never see these jobs and this operator never sees theirs.
 """
