@@ -410,7 +410,8 @@ class FailurePolicy(ApiModel):
         default=None,
         ge=10,
         description="Restart the gang (reason Stalled) when rank 0 reports no new step for this long (a heartbeat "
-        "that repeats its step is no progress).",
+        "that repeats its step is no progress). Counted from when every rank runs, so it must cover the trainer's "
+        "start (imports, rendezvous, loading the checkpoint).",
     )
 
 
