@@ -1,7 +1,7 @@
 """Fixtures shared by every test that needs a cluster.
 
 The cluster is the loopback test bed of ``hack/testbed`` (real etcd, API server, controller
-manager, scheduler; kwok for the fake GPU nodes; one real node with kubelet and containerd when
+manager, scheduler; kwok for the fake GPU nodes; two real nodes with kubelet and containerd when
 the session runs as root), started once per session. Set ``AIDC_KUBECONFIG`` to
 the kubeconfig of a test bed already running (``python -m aidc_testbed up``) to skip the start
 and keep the cluster afterwards.
@@ -48,10 +48,11 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
         return
     # A no-op when the binaries are built and their pinned modules unchanged.
     subprocess.run([str(REPO_ROOT / "hack" / "build-tools.sh")], check=True)
-    # One real node (kubelet, containerd) beside the kwok nodes, for the e2e tests; it needs root
-    # and the images of `make images` (also a no-op when they are up to date).
-    # AIDC_REAL_NODES=0 leaves it out (the e2e tests then skip): one bed per machine runs real nodes.
-    real_nodes = int(os.environ.get("AIDC_REAL_NODES", "1")) if os.geteuid() == 0 else 0
+    # Two real nodes (kubelet, containerd) beside the kwok nodes, for the e2e tests (a lost node needs
+    # a second one for its gang); they need root and the images of `make images` (also a no-op when
+    # they are up to date). AIDC_REAL_NODES=0 leaves them out (the e2e tests then skip), 1 keeps one
+    # (the lost-node test skips): one bed per machine runs real nodes.
+    real_nodes = int(os.environ.get("AIDC_REAL_NODES", "2")) if os.geteuid() == 0 else 0
     if real_nodes:
         subprocess.run([str(REPO_ROOT / "hack" / "images" / "build-images.sh")], check=True)
     # With a real node the folder is fixed: a session killed before its teardown leaves host changes

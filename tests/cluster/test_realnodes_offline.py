@@ -138,3 +138,27 @@ def test_one_bed_runs_real_nodes_on_a_machine_and_a_gone_one_is_taken_over(tmp_p
     assert claim_file.read_text() == str(second.root.resolve())
     machine.release(second, claim_file)
     assert not claim_file.parent.exists()
+
+
+def test_a_bed_attached_by_its_kubeconfig_knows_what_it_was_started_with(tmp_path: Path) -> None:
+    """AIDC_KUBECONFIG of a bed with real nodes: the e2e tests must see its real nodes, not a default of none."""
+    from aidc_testbed import Testbed
+
+    config = TestbedConfig(state_dir=tmp_path, real_nodes=2, nodes=1, volumes=3, eviction_toleration_seconds=7)
+    assert TestbedConfig.from_json(config.to_json()) == config
+    TestbedState(ports=PORTS, config=config.to_json()).save(Layout(tmp_path).state_file)
+    assert Testbed.attach(kubeconfig=tmp_path / "kubeconfig").config == config
+    assert Testbed.attach(kubeconfig=tmp_path / "elsewhere" / "kubeconfig").config.real_nodes == 0
+
+
+def test_a_real_node_is_found_by_name_only_among_the_beds_own(tmp_path: Path) -> None:
+    from aidc_testbed.realnode_lifecycle import node_named
+
+    config, layout = TestbedConfig(state_dir=tmp_path, real_nodes=2), Layout(tmp_path)
+    (layout.real_nodes / "real-1").mkdir(parents=True)
+    node = node_named(config, layout, "real-1")
+    assert (node.name, node.root) == ("real-1", layout.real_nodes / "real-1")
+    assert node.image_store == config.image_store / "real-1"
+    for stranger in ("real-2", "kwok-gpu-0"):
+        with pytest.raises(ValueError, match="not a real node"):
+            node_named(config, layout, stranger)

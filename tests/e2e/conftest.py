@@ -1,9 +1,9 @@
-"""Fixtures of the end-to-end tests: the project's own images on the bed's real node, the operator
+"""Fixtures of the end-to-end tests: the project's own images on the bed's real nodes, the operator
 installed by its own Helm chart.
 
-The session's test bed has one real node (kubelet, containerd, runc, the CNI bridge, kube-proxy,
-CoreDNS) when the session runs as root; it is tainted while kwok nodes share the bed, and the tests
-put their pods there with :func:`aidc_testbed.realnodes.placement`. The chart is installed once per
+The session's test bed has two real nodes (kubelet, containerd, runc, the CNI bridge; one kube-proxy
+and CoreDNS) when the session runs as root; they are tainted while kwok nodes share the bed, and the
+tests put their pods there with :func:`aidc_testbed.realnodes.placement`. The chart is installed once per
 session, watching one namespace of its own (restricted Pod Security), so the in-process operators of
 the cluster tests never see these jobs and this operator never sees theirs.
 """
@@ -15,6 +15,7 @@ import json
 import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 POLICY = REPO_ROOT / "charts" / "aidc-operator" / "templates" / "heartbeat-policy.yaml"
 HEARTBEAT_POLICY = "aidc-trainer-heartbeat"
 OPERATOR_NAMESPACE = "aidc-system"
+# the operator's stuckTerminatingSeconds in these tests (60 by default): a pod on a lost node is
+# force-deleted this long after its grace period ended
+STUCK_TERMINATING_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ def real_node(testbed: Testbed) -> str:
     if not names:
         pytest.skip("no real node in this test bed (real nodes need root)")
     return names[0]
+
+
+@pytest.fixture(scope="session")
+def real_nodes(testbed: Testbed, real_node: str) -> list[str]:
+    """Every real node of the bed, by name."""
+    return testbed.real_node_names()
 
 
 def _policy_is_free(kube: ApiClient) -> bool:
@@ -98,7 +108,7 @@ def release(testbed: Testbed, kube: ApiClient, real_node: str, crds_applied: lis
         watchNamespaces=[installed.watched],
         heartbeatPolicy={"enabled": own_policy},
         # restarts and heartbeats quicker than the defaults, so the tests wait seconds, not minutes
-        operator={"resyncSeconds": 5, "expectationSeconds": 10},
+        operator={"resyncSeconds": 5, "expectationSeconds": 10, "stuckTerminatingSeconds": STUCK_TERMINATING_SECONDS},
     )
     chart.install(testbed.config, testbed.kubeconfig, installed.name, installed.namespace, values)
     yield installed
@@ -132,6 +142,7 @@ class PodHistory:
 
         self._watch = watch.Watch()
         self.seen: dict[str, list[dict[str, Any]]] = {}
+        self._gone: dict[str, float] = {}  # uid: when the watch said the pod was deleted (Unix time)
         self._lock = threading.Lock()
         core = client.CoreV1Api(kube)
 
@@ -141,6 +152,8 @@ class PodHistory:
                     pod = event["object"]
                     with self._lock:
                         self.seen.setdefault(pod["metadata"]["uid"], []).append(pod)
+                        if event["type"] == "DELETED":
+                            self._gone[pod["metadata"]["uid"]] = time.time()
             except Exception:
                 return
 
@@ -161,6 +174,11 @@ class PodHistory:
         with self._lock:
             return {uid for uid, h in self.seen.items() if h[0]["metadata"]["name"].startswith(prefix)}
 
+    def gone_at(self, uid: str) -> float | None:
+        """When the pod ``uid`` left the API server (Unix time), if it has."""
+        with self._lock:
+            return self._gone.get(uid)
+
     def stop(self) -> None:
         self._watch.stop()
 
@@ -173,14 +191,26 @@ def pod_history(kube: ApiClient, release: Release) -> Iterator[PodHistory]:
     history.stop()
 
 
-def container_pid(testbed: Testbed, pod: Any, container: str) -> int:
-    """The host pid of ``container`` of ``pod`` (a V1Pod) on its real node, asked of containerd by crictl."""
+def crictl(testbed: Testbed, node: str, command: str, *args: str) -> Any:
+    """``crictl COMMAND -o json ARGS`` against the containerd of real node ``node``: what the runtime itself says."""
     from aidc_testbed.realnodes import containerd_socket
 
+    socket = containerd_socket(testbed.layout.real_nodes / node)
+    endpoint = f"unix://{socket}"
+    argv = [str(testbed.config.tools_dir / "crictl"), "--runtime-endpoint", endpoint, command, "-o", "json", *args]
+    return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout)
+
+
+def container_pid(testbed: Testbed, pod: Any, container: str) -> int:
+    """The host pid of ``container`` of ``pod`` (a V1Pod) on its real node, asked of containerd by crictl."""
     status = next(s for s in pod.status.container_statuses if s.name == container)
     container_id = status.container_id.split("://", 1)[1]
-    socket = containerd_socket(testbed.layout.real_nodes / pod.spec.node_name)
-    crictl = testbed.config.tools_dir / "crictl"
-    out = subprocess.run([str(crictl), "--runtime-endpoint", f"unix://{socket}", "inspect", container_id],
-                         capture_output=True, text=True, check=True, timeout=30).stdout  # fmt: skip
-    return int(json.loads(out)["info"]["pid"])
+    return int(crictl(testbed, pod.spec.node_name, "inspect", container_id)["info"]["pid"])
+
+
+def runtime_states(testbed: Testbed, node: str, pod_uid: str) -> dict[str, list[str]]:
+    """The states containerd on ``node`` holds for a pod: its sandboxes and its containers."""
+    label = f"io.kubernetes.pod.uid={pod_uid}"
+    sandboxes = crictl(testbed, node, "pods", "--label", label).get("items") or []
+    containers = crictl(testbed, node, "ps", "-a", "--label", label).get("containers") or []
+    return {"sandboxes": [s["state"] for s in sandboxes], "containers": [c["state"] for c in containers]}

@@ -95,6 +95,10 @@ def progress_step(job: dict[str, Any]) -> int:
     return int(((job.get("status") or {}).get("progress") or {}).get("step") or 0)
 
 
+def gang_attempt(job: dict[str, Any]) -> int:
+    return int((job.get("status") or {}).get("gangAttempt") or 0)
+
+
 def run_client_pod(
     kube: client.ApiClient, namespace: str, image: str, script: str, wait_for: Callable[..., Any]
 ) -> str:
@@ -390,14 +394,14 @@ def test_an_authenticated_https_server_answers_only_whom_rbac_allows(
     assert answers["none"][0] == 401 and "outputs" not in answers["none"][1], answers["none"]
 
 
-def test_the_nodes_images_are_pinned_so_the_kubelet_never_collects_them(testbed: Any, real_node: str) -> None:
+def test_the_nodes_images_are_pinned_so_the_kubelet_never_collects_them(testbed: Any, real_nodes: list[str]) -> None:
     """Nothing can pull the project's images again (there is no registry), so a kubelet under disk
-    pressure must not remove them: each one the bed imported carries containerd's pinned label."""
+    pressure must not remove them: each one the bed imported, on every real node, carries containerd's
+    pinned label."""
     from aidc_testbed import realnode_lifecycle, release
-    from aidc_testbed.layout import Layout
-    from aidc_testbed.realnodes import RealNode
 
     config = testbed.config
-    node = RealNode(0, Layout(config.state_dir).real_nodes / real_node, 0, 0, config.image_store / real_node)
     wanted = {ref for ref in release.image_refs(config).values() if realnode_lifecycle.BUILD_ONLY not in ref}
-    assert wanted and wanted <= set(realnode_lifecycle.pinned_images(node, config))
+    for name in real_nodes:
+        node = realnode_lifecycle.node_named(config, testbed.layout, name)
+        assert wanted and wanted <= set(realnode_lifecycle.pinned_images(node, config)), name

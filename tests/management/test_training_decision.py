@@ -47,6 +47,10 @@ def reasons(plan: Plan) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status_of(plan)["conditions"]}
 
 
+def condition_message(plan: Plan, kind: str) -> str:
+    return str(next(c["message"] for c in status_of(plan)["conditions"] if c["type"] == kind))
+
+
 RUNNING = {"phase": "Running", "gangCreatedTime": ago(60), "gangRunningTime": ago(50), "startTime": ago(50)}
 
 
@@ -327,6 +331,7 @@ def test_restarting_waits_for_backoff_then_for_old_pods_then_recreates_the_same_
     old_pod_left = run(job(status=after_backoff), [pod(0, attempt=0, deletion=NOW)])
     assert [o["metadata"]["name"] for o in old_pod_left.create] == ["mnist-1"]
     assert "gangCreatedTime" not in status_of(old_pod_left)  # rank 0 is still to come
+    assert status_of(old_pod_left)["reason"] == "OldRanksTerminating"
     recreated = run(job(status=after_backoff), [])
     pods = [o for o in recreated.create if o["kind"] == "Pod"]
     assert [p["metadata"]["name"] for p in pods] == ["mnist-0", "mnist-1"]
@@ -339,17 +344,93 @@ def test_pod_stuck_terminating_on_a_lost_node_is_force_deleted() -> None:
     lingering = pod(1, deletion=NOW - timedelta(seconds=61))
     plan = run(job(status=RUNNING), [pod(0), lingering])
     assert any(d.name == "mnist-1" and d.force for d in plan.delete)
+    forced = [e for e in plan.events if e.reason == "ForceDeleted"]
+    assert len(forced) == 1 and forced[0].type == "Warning"
+    assert forced[0].message.startswith("pod mnist-1 still terminating 61s after its grace period ended")
 
 
-def test_stalled_heartbeat_restarts_the_gang() -> None:
-    status = {**RUNNING, "gangRunningTime": ago(300), "progress": {"step": 5, "lastHeartbeatTime": ago(200)}}
-    plan = run(job({"failurePolicy": {"hangTimeoutSeconds": 120}}, status), [pod(0), pod(1)])
-    assert reasons(plan)["Restarting"] == ("True", "Stalled")
-    fresh = {**status, "progress": {"step": 5, "lastHeartbeatTime": ago(10)}}
-    assert (
-        status_of(run(job({"failurePolicy": {"hangTimeoutSeconds": 120}}, fresh), [pod(0), pod(1)]))["phase"]
-        == "Running"
+RESTARTED = {**RUNNING, "phase": "Restarting", "restarts": 1, "gangAttempt": 1, "lastRestartTime": ago(20),
+             "gangCreatedTime": None, "gangRunningTime": None}  # fmt: skip
+
+
+def test_a_stuck_pod_is_not_force_deleted_before_its_time_and_the_pass_comes_back_then() -> None:
+    plan = run(job(status=RESTARTED), [pod(0, attempt=0, deletion=NOW - timedelta(seconds=50))])
+    assert not any(d.force for d in plan.delete) and not any(e.reason == "ForceDeleted" for e in plan.events)
+    assert plan.requeue_after == 11  # 60 s after the grace period, and a second
+
+
+def test_a_rank_whose_old_pod_is_stuck_waits_and_the_status_says_until_when() -> None:
+    """A lost node's pod keeps its name: the new rank under that name waits, and the job says why."""
+    plan = run(job(status=RESTARTED), [pod(0, attempt=0, deletion=NOW - timedelta(seconds=10))])
+    assert [o["metadata"]["name"] for o in plan.create if o["kind"] == "Pod"] == ["mnist-1"]
+    assert status_of(plan)["phase"] == "Pending" and status_of(plan)["reason"] == "OldRanksTerminating"
+    assert reasons(plan)["Scheduled"] == ("False", "OldRanksTerminating")
+    assert condition_message(plan, "Scheduled") == (
+        "1/2 ranks of attempt 1 created; waiting for the old pod(s) mnist-0 to end before their rank(s) are created "
+        "again; mnist-0 outlived its grace period: its node does not confirm (lost or unreachable); force-deleted "
+        "at 2026-11-29T12:00:50Z (stuckTerminatingSeconds 60)"
     )
+    within_grace = run(job(status=RESTARTED), [pod(0, attempt=0, deletion=NOW + timedelta(seconds=20))])
+    assert condition_message(within_grace, "Scheduled") == (
+        "1/2 ranks of attempt 1 created; waiting for the old pod(s) mnist-0 to end before their rank(s) are created "
+        "again"
+    )
+    assert not plan.routine_progress  # news for whoever waits: written at once
+
+
+HANG = {"failurePolicy": {"hangTimeoutSeconds": 120}}
+
+
+@pytest.mark.parametrize(
+    ("recorded", "beat", "phase"),
+    [
+        pytest.param({"step": 5, "lastHeartbeatTime": ago(200), "lastStepTime": ago(200)}, None, "Restarting",
+                     id="silent-for-longer-than-the-timeout"),
+        pytest.param({"step": 5, "lastHeartbeatTime": ago(10), "lastStepTime": ago(10)}, None, "Running",
+                     id="a-new-step-lately"),
+        # rank 0 blocked in a collective whose peer is stopped, its heartbeat thread still beating
+        pytest.param({"step": 5, "lastHeartbeatTime": ago(10), "lastStepTime": ago(200)},
+                     {"step": 5, "time": ago(1)}, "Restarting", id="a-fresh-heartbeat-of-the-same-step-is-no-progress"),
+        pytest.param({"step": 5, "lastHeartbeatTime": ago(10), "lastStepTime": ago(200)},
+                     {"step": 6, "time": ago(1)}, "Running", id="a-new-step-is-progress"),
+        # a status written before lastStepTime existed: the heartbeat's own time, no false alarm
+        pytest.param({"step": 5, "lastHeartbeatTime": ago(200)}, {"step": 5, "time": ago(1)}, "Running",
+                     id="no-step-time-recorded-yet"),
+        # a trainer of the user's own that reports no step: its heartbeat's time is all it offers
+        pytest.param({"lastHeartbeatTime": ago(200), "lastStepTime": ago(200)}, {"time": ago(1)}, "Running",
+                     id="no-step-a-new-time"),
+        pytest.param({"lastHeartbeatTime": ago(200), "lastStepTime": ago(200)}, {"time": ago(200)}, "Restarting",
+                     id="no-step-the-same-time"),
+    ],
+)  # fmt: skip
+def test_the_hang_check_counts_new_steps_not_fresh_heartbeats(
+    recorded: dict[str, Any], beat: dict[str, Any] | None, phase: str
+) -> None:
+    status = {**RUNNING, "gangRunningTime": ago(300), "progress": recorded}
+    plan = run(job(HANG, status), [pod(0, progress=beat), pod(1)])
+    assert status_of(plan)["phase"] == phase
+    if phase == "Restarting":
+        assert reasons(plan)["Restarting"] == ("True", "Stalled")
+        assert "rank 0 reported no new step for 200s" in condition_message(plan, "Restarting")
+
+
+def test_a_heartbeat_that_repeats_its_step_keeps_the_time_of_the_step() -> None:
+    status = {**RUNNING, "progress": {"step": 5, "lastHeartbeatTime": ago(30), "lastStepTime": ago(40)}}
+    same = status_of(run(job(HANG, status), [pod(0, progress={"step": 5, "time": ago(1)}), pod(1)]))
+    assert same["progress"]["lastHeartbeatTime"] == ago(1).replace("+00:00", "Z")
+    assert same["progress"]["lastStepTime"] == ago(40).replace("+00:00", "Z")
+    moved = status_of(run(job(HANG, status), [pod(0, progress={"step": 6, "time": ago(1)}), pod(1)]))
+    assert moved["progress"]["lastStepTime"] == ago(1).replace("+00:00", "Z")
+
+
+def test_a_new_gang_that_resumes_at_the_recorded_step_gets_a_whole_hang_timeout() -> None:
+    """The step recorded by the old gang is where the new one resumes: its clock starts when it runs."""
+    restarted = {**RUNNING, "gangAttempt": 1, "gangRunningTime": ago(30),
+                 "progress": {"step": 50, "lastHeartbeatTime": ago(200), "lastStepTime": ago(200)}}  # fmt: skip
+    beat = {"step": 50, "time": ago(1)}
+    plan = run(job(HANG, restarted), [pod(0, attempt=1, progress=beat), pod(1, attempt=1)])
+    assert status_of(plan)["phase"] == "Running"
+    assert plan.requeue_after is not None and 89 <= plan.requeue_after <= 90
 
 
 def test_heartbeat_lands_in_progress_checkpoint_and_model() -> None:
@@ -425,7 +506,7 @@ def test_heartbeat_numbers_reach_status_only_when_json_can_hold_them(
     """NaN or infinity in the status patch would make the API server refuse the whole write."""
     plan = run(job(RL_SPEC, RUNNING), [pod(0, progress={**beat, "time": ago(1)}), pod(1)])
     written = status_of(plan)["progress"]
-    assert {k: v for k, v in written.items() if k != "lastHeartbeatTime"} == progress
+    assert {k: v for k, v in written.items() if k not in ("lastHeartbeatTime", "lastStepTime")} == progress
     json.dumps(written, allow_nan=False)  # what the client sends must be strict JSON
 
 

@@ -7,7 +7,7 @@ same cluster from the same defaults, and the state file can record what was aske
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,14 @@ class TestbedConfig:
         object.__setattr__(self, "images_dir", Path(self.images_dir).absolute())
         object.__setattr__(self, "image_store", Path(self.image_store).absolute())
         object.__setattr__(self, "kwok_stages", tuple(Path(p).absolute() for p in self.kwok_stages))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TestbedConfig:
+        """The config :meth:`to_json` recorded (``attach`` learns what a running bed was asked for)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["kwok_stages"] = tuple(Path(p) for p in values.get("kwok_stages", ()))
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready copy, recorded in the state file so `status` can say what was asked for."""

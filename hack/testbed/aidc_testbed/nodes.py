@@ -95,8 +95,14 @@ def is_ready(node: client.V1Node) -> bool:
 
 def fail_node(api: client.ApiClient, name: str) -> None:
     """Kill the fake kubelet of node ``name`` and mark the node unreachable at once."""
+    client.CoreV1Api(api).patch_node(name, body={"metadata": {"labels": {LABEL_KUBELET: KUBELET_DOWN}}})
+    mark_unreachable(api, name)
+
+
+def mark_unreachable(api: client.ApiClient, name: str) -> None:
+    """What the node lifecycle controller writes once a node's kubelet has been silent for its grace
+    period (50 s): Ready Unknown, and its pods not ready. From there taints and evictions are the cluster's."""
     core = client.CoreV1Api(api)
-    core.patch_node(name, body={"metadata": {"labels": {LABEL_KUBELET: KUBELET_DOWN}}})
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     condition = {
         "type": "Ready",

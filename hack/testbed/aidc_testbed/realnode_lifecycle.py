@@ -17,6 +17,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -55,6 +56,14 @@ def describe_nodes(config: TestbedConfig, layout: Layout) -> list[RealNode]:
     if len(f"{nodes[-1].containerd_socket}.ttrpc") > 107:
         raise ValueError(f"the state folder {layout.root} is too deep for containerd's unix sockets: use a shorter one")
     return nodes
+
+
+def node_named(config: TestbedConfig, layout: Layout, name: str) -> RealNode:
+    """The running real node called ``name``: its folders (its kubelet's ports are in its config file)."""
+    if not name.startswith(realnodes.NODE_NAME_PREFIX) or not (layout.real_nodes / name).is_dir():
+        raise ValueError(f"{name} is not a real node of the bed in {layout.root}")
+    index = int(name.removeprefix(realnodes.NODE_NAME_PREFIX))
+    return RealNode(index, layout.real_nodes / name, 0, 0, config.image_store / name)
 
 
 def prepare_host(nodes: list[RealNode], journal: host.HostJournal) -> None:
@@ -196,7 +205,9 @@ def start_real_nodes(
     for node in nodes:
         write_node_files(node, config, pki, server)
         start_containerd(node, config, spawn)
-        import_images(node, config)
+    # each node has a store of its own to fill (the first time: a disk-bound copy of every image), at once
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        list(pool.map(lambda node: import_images(node, config), nodes))
     start_kube_proxy(nodes[0], config, layout, pki, server, spawn)
     for node in nodes:
         start_kubelet(node, config, spawn)

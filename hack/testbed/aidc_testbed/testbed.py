@@ -24,7 +24,16 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from aidc_testbed import components, health, nodes, process, realnode_lifecycle, realnodes, storage
+from aidc_testbed import (
+    components,
+    health,
+    nodes,
+    process,
+    realnode_failure,
+    realnode_lifecycle,
+    realnodes,
+    storage,
+)
 from aidc_testbed.config import TestbedConfig
 from aidc_testbed.kubeconfig import write_kubeconfig
 from aidc_testbed.layout import Layout
@@ -60,7 +69,11 @@ class Testbed:
         same fake nodes), API helpers such as :meth:`fail_node` work; start and stop do not.
         """
         if kubeconfig is not None and state_dir is None:
-            return cls(TestbedConfig(state_dir=Path(kubeconfig).parent), kubeconfig=Path(kubeconfig))
+            # a bed's own kubeconfig: its state file says what it was started with (real nodes, tools)
+            state = TestbedState.load(Layout(Path(kubeconfig).parent.resolve()).state_file)
+            folder = TestbedConfig(state_dir=Path(kubeconfig).parent)
+            config = TestbedConfig.from_json(state.config) if state is not None else folder
+            return cls(config, kubeconfig=Path(kubeconfig))
         testbed = cls(TestbedConfig(state_dir=state_dir) if state_dir else None, kubeconfig=kubeconfig)
         if not testbed.is_running():
             raise TestbedError(f"no test bed is running in {testbed.layout.root}")
@@ -140,12 +153,30 @@ class Testbed:
     # -- node failure --------------------------------------------------------------------------
 
     def fail_node(self, name: str) -> None:
-        """Kill node ``name``'s kubelet: the node goes NotReady, its pods get evicted and hang."""
-        nodes.fail_node(self.api_client(), name)
+        """Kill node ``name``'s kubelet: the node goes NotReady, its pods get evicted and hang.
+
+        A kwok node's kubelet is kwok's play of it; a real node's is the kubelet process, killed with
+        SIGKILL while its containers keep running (see :mod:`aidc_testbed.realnode_failure`).
+        """
+        if name.startswith(realnodes.NODE_NAME_PREFIX):
+            realnode_failure.fail(self.api_client(), self._require_state(), self.layout, name)
+        else:
+            nodes.fail_node(self.api_client(), name)
 
     def recover_node(self, name: str) -> None:
-        """Revive node ``name``'s kubelet: Ready again, and pending pod deletions complete."""
-        nodes.recover_node(self.api_client(), name)
+        """Revive node ``name``'s kubelet: Ready again, and pending pod deletions complete.
+
+        For a real node this returns once the node is Ready and no longer tainted unreachable.
+        """
+        if not name.startswith(realnodes.NODE_NAME_PREFIX):
+            nodes.recover_node(self.api_client(), name)
+            return
+        state = self._require_state()
+        node = realnode_lifecycle.node_named(self.config, self.layout, name)
+        if any(p.name == realnode_failure.kubelet_name(name) and process.is_running(p) for p in state.processes):
+            return  # its kubelet runs: nothing to revive
+        realnode_failure.recover(self.api_client(), node, self.config, self._real_node_spawner(state),
+                                 self._died(state))  # fmt: skip
 
     # -- start and stop ------------------------------------------------------------------------
 

@@ -409,7 +409,9 @@ class FailurePolicy(ApiModel):
     hang_timeout_seconds: int | None = Field(
         default=None,
         ge=10,
-        description="Restart the gang (reason Stalled) when rank 0 sends no progress heartbeat for this long.",
+        description="Restart the gang (reason Stalled) when rank 0 reports no new step for this long (a heartbeat "
+        "that repeats its step is no progress). Counted from when every rank runs, so it must cover the trainer's "
+        "start (imports, rendezvous, loading the checkpoint).",
     )
 
 
@@ -581,6 +583,11 @@ class Progress(StatusModel):
     samples_per_second: float | None = Field(default=None, description="Training throughput of the gang.")
     eta_seconds: int | None = Field(default=None, description="Estimated seconds to the end.")
     last_heartbeat_time: datetime | None = Field(default=None, description="When rank 0 last reported.")
+    last_step_time: datetime | None = Field(
+        default=None,
+        description="When rank 0 first reported its current step: the progress failurePolicy.hangTimeoutSeconds "
+        "waits for (a heartbeat that repeats its step, as a rank blocked in a collective may send, is no progress).",
+    )
 
 
 class CheckpointStatus(StatusModel):

@@ -208,6 +208,7 @@ def _progress(decision: _Decision, current: list[RankPod]) -> None:
     pairs = raw_metrics.items() if isinstance(raw_metrics, dict) else ()
     metrics = {str(k): number for k, v in pairs if (number := _finite(v)) is not None}
     eta = _finite(beat.get("etaSeconds"))
+    heard = parse_time(beat.get("time")) or decision.now
     decision.update(
         progress=Progress(
             step=step,
@@ -218,7 +219,8 @@ def _progress(decision: _Decision, current: list[RankPod]) -> None:
             metrics=metrics,
             samples_per_second=_finite(beat.get("samplesPerSecond")),
             eta_seconds=int(eta) if eta is not None else None,
-            last_heartbeat_time=parse_time(beat.get("time")) or decision.now,
+            last_heartbeat_time=heard,
+            last_step_time=_last_step_time(decision.old.progress, step, beat.get("time"), heard),
         )
     )
     job = decision.job
@@ -244,6 +246,21 @@ def _progress(decision: _Decision, current: list[RankPod]) -> None:
                 task=job.spec.trainer.task if job.spec.trainer is not None else None,
             )
         )
+
+
+def _last_step_time(old: Progress | None, step: Any, time: Any, heard: datetime) -> datetime:
+    """When rank 0 first reported ``step``: a heartbeat that repeats the step recorded keeps its time.
+
+    Progress is a new step, not a fresh heartbeat: a trainer may beat from a thread of its own while
+    its training loop blocks in a collective whose peer is stopped. A heartbeat without a step moves
+    the clock when its own time does (all such a trainer offers).
+    """
+    if old is None or old.last_step_time is None:
+        return heard
+    if step is not None:
+        return old.last_step_time if old.step == step else heard
+    unchanged = old.step is None and old.last_heartbeat_time == parse_time(time)
+    return old.last_step_time if unchanged else heard
 
 
 def _counts(decision: _Decision, current: list[RankPod]) -> None:
@@ -304,11 +321,19 @@ def _release_held(d: _Decision, pods: list[RankPod]) -> None:
 
 
 def _force_out_stuck_pods(d: _Decision) -> None:
-    """Pods whose node is gone never finish terminating: force them out so the gang can return."""
-    stuck = timedelta(seconds=d.obs.settings.stuck_terminating_seconds)
+    """Pods whose node is gone never finish terminating: force them out so the gang can return.
+
+    Only ``stuck_terminating_seconds`` after their grace period ended: a node that is only cut off
+    may still run the old rank, and a new one under the same name must not meet it too soon."""
+    seconds = d.obs.settings.stuck_terminating_seconds
+    stuck = timedelta(seconds=seconds)
     for pod in d.obs.pods:
         if pod.deletion is not None and d.now - pod.deletion > stuck:
             d.plan.delete.append(PodDeletion(pod.name, force=True))
+            late = (d.now - pod.deletion).total_seconds()
+            d.event("ForceDeleted", f"pod {pod.name} still terminating {late:.0f}s after its grace period ended: its "
+                    f"node does not confirm (lost or unreachable); force-deleted (stuckTerminatingSeconds {seconds})",
+                    warning=True)  # fmt: skip
         elif pod.deletion is not None:
             d.plan.requeue((pod.deletion + stuck - d.now).total_seconds() + 1)
 
@@ -408,7 +433,7 @@ def _run_gang(d: _Decision, current: list[RankPod], stale: list[RankPod]) -> Non
         d.finish(True, "Succeeded", _completed_message(current))
         return
     if missing:
-        _create_missing(d, missing, {p.name for p in stale}, names)
+        _create_missing(d, missing, stale, names)
         return
     if d.status.gang_created_time is None:  # every rank is there, but the pass that created them did not record it
         d.update(gang_created_time=d.now)
@@ -478,21 +503,39 @@ def _peers_may_still_report(d: _Decision, current: list[RankPod], first: RankPod
     return any(not p.finished for p in current if p.name != first.name)
 
 
-def _create_missing(d: _Decision, missing: list[int], stale_names: set[str], names: dict[int, str]) -> None:
+def _create_missing(d: _Decision, missing: list[int], stale: list[RankPod], names: dict[int, str]) -> None:
     replicas, attempt = d.job.spec.replicas, d.status.gang_attempt
-    creatable = [rank for rank in missing if names[rank] not in stale_names]  # old pods must be gone first
+    in_the_way = {p.name: p for p in stale}
+    creatable = [rank for rank in missing if names[rank] not in in_the_way]  # old pods must be gone first
     for rank in creatable:
         d.plan.create.append(rank_pod(d.job, rank, attempt, d.obs.settings))
-    d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
     if len(creatable) == len(missing):
+        d.phase("Pending", "Creating", f"creating the gang (attempt {attempt}): {len(missing)} rank(s) to create")
         # once these creates succeed every rank exists: the gang is recorded in the same status
         # write (``refused`` takes it back when the API server refuses a create)
         d.update(gang_created_time=d.now)
         d.condition("Scheduled", False, "Creating", f"creating {len(missing)}/{replicas} ranks")
+        d.plan.routine_progress = True
     else:
-        d.condition("Scheduled", False, "Creating", f"{replicas - len(missing)}/{replicas} ranks created")
-    d.plan.routine_progress = True
+        held = [in_the_way[names[rank]] for rank in missing if names[rank] in in_the_way]
+        message = f"{replicas - len(held)}/{replicas} ranks of attempt {attempt} created; " + _held_back(d, held)
+        d.phase("Pending", "OldRanksTerminating", message)
+        d.condition("Scheduled", False, "OldRanksTerminating", message)
     d.plan.requeue(d.obs.settings.expectation_seconds)
+
+
+def _held_back(d: _Decision, held: list[RankPod]) -> str:
+    """Why ranks wait: their old pods, under the same names, are still terminating."""
+    pods = ", ".join(p.name for p in held)
+    message = f"waiting for the old pod(s) {pods} to end before their rank(s) are created again"
+    overdue = [p for p in held if p.deletion is not None and p.deletion < d.now]
+    if not overdue:
+        return message
+    seconds = d.obs.settings.stuck_terminating_seconds
+    due = max(p.deletion for p in overdue if p.deletion is not None) + timedelta(seconds=seconds)
+    names = ", ".join(p.name for p in overdue)
+    return (f"{message}; {names} outlived its grace period: its node does not confirm (lost or unreachable); "
+            f"force-deleted at {due:%Y-%m-%dT%H:%M:%SZ} (stuckTerminatingSeconds {seconds})")  # fmt: skip
 
 
 def _all_scheduled(d: _Decision, current: list[RankPod], unseen: int) -> bool:
@@ -582,11 +625,13 @@ def _hang_check(d: _Decision, current: list[RankPod]) -> None:
     hang = d.job.spec.failure_policy.hang_timeout_seconds
     if not hang or d.status.phase != "Running" or d.status.gang_running_time is None:
         return
-    beat = d.status.progress.last_heartbeat_time if d.status.progress else None
-    last = max(t for t in (d.status.gang_running_time, beat) if t is not None)
+    progress = d.status.progress
+    stepped = progress.last_step_time if progress else None
+    last = max(t for t in (d.status.gang_running_time, stepped) if t is not None)
     silent = (d.now - last).total_seconds()
     if silent >= hang:
-        d.restart("Stalled", f"no progress heartbeat from rank 0 for {silent:.0f}s (hangTimeoutSeconds {hang})")
+        at = f" (step {progress.step})" if progress and progress.step is not None else ""
+        d.restart("Stalled", f"rank 0 reported no new step for {silent:.0f}s{at}; hangTimeoutSeconds is {hang}")
     else:
         d.plan.requeue(hang - silent)
 
