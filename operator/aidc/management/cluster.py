@@ -199,19 +199,14 @@ class Cluster:
 
     async def release_pod(self, namespace: str, name: str, finalizer: str) -> None:
         """Drops ``finalizer`` from a pod on its way out (by value: no index to race); one gone is no error."""
-        body = {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}}
-        try:
-            await self._send(
-                "patch", "pods", "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", body,
-                content_type="application/strategic-merge-patch+json",
-            )  # fmt: skip
-        except ApiError as error:
-            if error.status != 404:
-                raise
+        await self._merge_into_pod(namespace, name, {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}})
 
     async def ungate_pod(self, namespace: str, name: str, gate: str) -> None:
         """Lifts one scheduling gate of a pod (by name: the list merges by name); one gone is no error."""
-        body = {"spec": {"schedulingGates": [{"name": gate, "$patch": "delete"}]}}
+        await self._merge_into_pod(namespace, name, {"spec": {"schedulingGates": [{"name": gate, "$patch": "delete"}]}})
+
+    async def _merge_into_pod(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A strategic merge patch of one pod; a pod already gone is no error."""
         try:
             await self._send(
                 "patch", "pods", "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", body,
