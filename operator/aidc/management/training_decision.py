@@ -116,13 +116,7 @@ class _Decision(StatusDraft[TrainingJobStatus]):
             )
             return
         wait = backoff_seconds(policy.backoff_seconds, restarts)
-        self.update(
-            restarts=restarts,
-            gang_attempt=self.status.gang_attempt + 1,
-            last_restart_time=self.now,
-            gang_created_time=None,
-            gang_running_time=None,
-        )
+        self._replace_gang(restarts=restarts)
         self.phase(
             "Restarting",
             "Restarting",
@@ -131,10 +125,21 @@ class _Decision(StatusDraft[TrainingJobStatus]):
         )
         self.condition("Restarting", True, reason, message)
         self.condition("Running", False, "Restarting", message)
+        self.plan.requeue(wait)
+
+    def _replace_gang(self, **counted: int) -> None:
+        """The current gang is over: every rank still there is deleted and the next attempt starts from
+        nothing; ``counted`` is the status counter the replacement adds to (restarts, preemptions)."""
+        self.update(
+            **counted,
+            gang_attempt=self.status.gang_attempt + 1,
+            last_restart_time=self.now,
+            gang_created_time=None,
+            gang_running_time=None,
+        )
         for pod in self.obs.pods:
             if not pod.deleting:
                 self.plan.delete.append(PodDeletion(pod.name))
-        self.plan.requeue(wait)
 
     def requeue_gang(self, reason: str, message: str) -> None:
         """The gang scheduler took the gang's place (Kueue preempted its Workload and deleted every pod):
@@ -143,22 +148,13 @@ class _Decision(StatusDraft[TrainingJobStatus]):
         A preemption is not the job's failure (as Kubeflow's jobs under Kueue): it is counted in
         ``preemptions``, never against backoffLimit, and waits no backoff (the queue decides when).
         """
-        self.update(
-            preemptions=self.status.preemptions + 1,
-            gang_attempt=self.status.gang_attempt + 1,
-            last_restart_time=self.now,
-            gang_created_time=None,
-            gang_running_time=None,
-        )
+        self._replace_gang(preemptions=self.status.preemptions + 1)
         text = f"{message}; the whole gang is recreated and waits to be admitted again"
         if self.status.phase == "Restarting":  # entering the phase is an event; a second stop is one too
             self.event(reason, text, warning=True)
         self.phase("Restarting", reason, text, warning=True)
         self.condition("Restarting", True, reason, message)
         self.condition("Running", False, reason, message)
-        for pod in self.obs.pods:
-            if not pod.deleting:
-                self.plan.delete.append(PodDeletion(pod.name))
         self.plan.requeue(0)
 
     def clean_up_pods(self) -> None:
