@@ -34,6 +34,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from aidc_testbed import health, process
+from aidc_testbed.crds import apply_crds
 from aidc_testbed.pki import Pki, issue_serving_credentials
 from aidc_testbed.ports import free_ports
 
@@ -291,21 +292,7 @@ class Kueue:
         files.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _install_crds(self, ca_bundle: str) -> None:
-        extensions = client.ApiextensionsV1Api(self.api)
-        documents = crds(self.crd_dir, self.webhook_port, ca_bundle)
-        for doc in documents:
-            extensions.patch_custom_resource_definition(
-                doc["metadata"]["name"], doc, field_manager=FIELD_MANAGER, force=True,
-                _content_type="application/apply-patch+yaml",
-            )  # fmt: skip
-
-        def established(name: str) -> bool | None:
-            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
-            return any(c.type == "Established" and c.status == "True" for c in conditions) or None
-
-        for doc in documents:
-            name = doc["metadata"]["name"]
-            health.poll(lambda name=name: established(name), timeout=self.timeout, what=f"CRD {name} Established")
+        apply_crds(self.api, crds(self.crd_dir, self.webhook_port, ca_bundle), FIELD_MANAGER, self.timeout)
 
     def _drop_conversion(self) -> None:
         """Back to no conversion: only v1beta2 (the storage version) is used once Kueue is gone."""

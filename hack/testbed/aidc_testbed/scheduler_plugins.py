@@ -32,6 +32,7 @@ from kubernetes import client
 
 from aidc_testbed import health, process
 from aidc_testbed.config import default_tool_crds_dir
+from aidc_testbed.crds import apply_crds
 from aidc_testbed.kubeconfig import write_kubeconfig
 from aidc_testbed.pki import ClientIdentity, Pki, issue_client_credentials
 from aidc_testbed.ports import free_ports
@@ -41,7 +42,6 @@ SCHEDULER_NAME = "scheduler-plugins-scheduler"
 BINARY = "scheduler-plugins"
 PLUGIN = "Coscheduling"
 CRD_FILE = Path("scheduler-plugins") / "scheduling.x-k8s.io_podgroups.yaml"
-CRD_NAME = "podgroups.scheduling.x-k8s.io"
 IDENTITY = ClientIdentity("scheduler-plugins", SCHEDULER_NAME)
 PODGROUP_READER = "aidc-testbed:scheduler-plugins:podgroups"
 # the bootstrap roles of kube-scheduler (pods, nodes, bindings, events, volumes, DRA) and our own
@@ -139,8 +139,6 @@ def podgroup_crd(crds_dir: Path | None = None) -> dict[str, Any]:
 def install(api: client.ApiClient, crd: dict[str, Any]) -> None:
     """Apply the CRD and the RBAC objects (server-side), and wait until PodGroups are served."""
     apply = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
-    extensions = client.ApiextensionsV1Api(api)
-    extensions.patch_custom_resource_definition(CRD_NAME, crd, **apply)
     rbac_api = client.RbacAuthorizationV1Api(api)
     for obj in rbac():
         name = obj["metadata"]["name"]
@@ -148,12 +146,7 @@ def install(api: client.ApiClient, crd: dict[str, Any]) -> None:
             rbac_api.patch_cluster_role(name, obj, **apply)
         else:
             rbac_api.patch_cluster_role_binding(name, obj, **apply)
-
-    def established() -> bool | None:
-        conditions = extensions.read_custom_resource_definition(CRD_NAME).status.conditions or []
-        return True if any(c.type == "Established" and c.status == "True" for c in conditions) else None
-
-    health.poll(established, timeout=30, what=f"CRD {CRD_NAME} Established")
+    apply_crds(api, [crd], FIELD_MANAGER, timeout=30)
 
 
 @contextlib.contextmanager
