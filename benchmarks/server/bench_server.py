@@ -195,10 +195,18 @@ def binary_header() -> bytes:
 
 def forward_rates(model_dir: Path, core: int | None, slices: int = 5, seconds: float = 0.4) -> dict[int, float]:
     """Images/s of the bare forward pass (softmax and argmax included), one thread, on ``core``:
-    the median of ``slices`` short runs per batch size, interleaved, as the servers are measured."""
+    the median of ``slices`` short runs per batch size, interleaved, as the servers are measured.
+
+    malloc keeps freed memory here as it does in aidc's server (``serving/allocator.py``): with
+    glibc's defaults each batch of 32 faulted its activations in again, and batch 32 measured
+    slower than batch 8 (3,000-3,500 images/s against 4,400-4,500), a limit too low to mean much.
+    """
     import torch
 
     from aidc_trainer.export import load_exported
+    from aidc_trainer.serving.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
     previous = os.sched_getaffinity(0)
     if core is not None:

@@ -30,6 +30,7 @@ from aidc_trainer import contract
 from aidc_trainer.errors import ConfigError, TrainerError
 from aidc_trainer.logs import configure_logging, fields
 from aidc_trainer.serving.access_review import AccessReviews, api_server_address
+from aidc_trainer.serving.allocator import keep_freed_memory
 from aidc_trainer.serving.app import ServingState, create_runner
 from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
@@ -214,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = 1 if settings.reuse_port else worker_count(settings, cpus)
     if workers > 1:
         return supervise(arguments, settings.host, settings.port, workers, cpus)
+    keep_freed_memory()
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(serve(settings))
