@@ -204,7 +204,7 @@ def forward_rates(model_dir: Path, core: int | None, slices: int = 5, seconds: f
     import torch
 
     from aidc_trainer.export import load_exported
-    from aidc_trainer.serving.allocator import keep_freed_memory
+    from aidc_trainer.allocator import keep_freed_memory
 
     keep_freed_memory()
 

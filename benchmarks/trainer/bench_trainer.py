@@ -5,7 +5,9 @@
    loop's overhead and not an optimizer's speed), the trainer's warm-up-cosine schedule and the same
    validation after every epoch, timed on both sides. The trainer runs with checkpoints off and
    with a checkpoint every 20 steps; a row of the loop with the default Adam shows what the kernel
-   alone is worth. Runs alternate mode by mode, so background load hits every mode alike.
+   alone is worth. Both sides run with malloc keeping freed memory, as the trainer's entry point
+   sets it (``aidc_trainer.allocator``); a row of the loop with glibc's default malloc shows what
+   that is worth. Runs alternate mode by mode, so background load hits every mode alike.
 2. Host reads per training step of the real trainer loop on the CPU (``aidc_trainer.step_reads``).
 3. Checkpoint save and load seconds (the trainer's own atomic writer and weights-only loader)
    for the classifier and the language model, small and GPT-2-small shaped.
@@ -36,6 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812 (the torch convention)
 
+from aidc_trainer.allocator import keep_freed_memory
 from aidc_trainer.checkpoint import load_latest, save_checkpoint
 from aidc_trainer.config import TrainerConfig, parse_config
 from aidc_trainer.datasets import load_images
@@ -80,6 +83,7 @@ def digits_config(epochs: int, batch_size: int) -> TrainerConfig:
 MODES = {
     "loop": "hand-written DDP loop",
     "loop-default-adam": "hand-written loop, default Adam kernel",
+    "loop-default-malloc": "hand-written loop, glibc's default malloc",
     "aidc": "aidc trainer, checkpoints off",
     "aidc-ckpt20": "aidc trainer, checkpoint every 20 steps",
 }
@@ -179,10 +183,12 @@ def aidc_trainer_loop(config: TrainerConfig, checkpoint_dir: Path | None) -> dic
 
 
 def worker(mode: str, out: Path, epochs: int, batch_size: int) -> None:
+    if mode not in ("loop-default-malloc", "aidc-before"):  # as the trainer's entry point (aidc_trainer.cli)
+        keep_freed_memory()
     torch.set_num_threads(1)
     config = digits_config(epochs, batch_size)
     if mode.startswith("loop"):
-        result = hand_written_loop(config, fused=mode == "loop")
+        result = hand_written_loop(config, fused=mode != "loop-default-adam")
     else:
         checkpoints = out.with_suffix(".ckpt") if mode == "aidc-ckpt20" else None  # aidc, aidc-before: off
         result = aidc_trainer_loop(config, checkpoints)
@@ -190,6 +196,11 @@ def worker(mode: str, out: Path, epochs: int, batch_size: int) -> None:
             shutil.rmtree(checkpoints, ignore_errors=True)
     if int(os.environ["RANK"]) == 0:
         out.write_text(json.dumps(result))
+    # as the trainer's entry point does: no interpreter teardown, whose destruction of gloo's threads
+    # aborted about one run in ten ("terminate called without an active exception", exit 134)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_gang(

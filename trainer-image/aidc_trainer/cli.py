@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aidc_trainer import contract
+from aidc_trainer.allocator import keep_freed_memory
 from aidc_trainer.config import parse_config
 from aidc_trainer.environment import read_environment
 from aidc_trainer.errors import ConfigError, TrainerError
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if local_workers() > 1:
         configure_logging(0)
         return launch_local_workers()
+    keep_freed_memory()  # before torch allocates: every step reuses the last one's memory
 
     from aidc_trainer.distributed import init_gang, leave_gang, read_topology
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from aidc_trainer import cli, contract
+from aidc_trainer.environment import ENV_TERMINATION_LOG
 from aidc_trainer.serving import server
 
 pytestmark = pytest.mark.trainer
@@ -25,7 +27,7 @@ PASSES = textwrap.dedent(
     import resource, sys, threading
     import numpy as np
     if sys.argv[1] == "keep":
-        from aidc_trainer.serving.allocator import keep_freed_memory
+        from aidc_trainer.allocator import keep_freed_memory
         assert keep_freed_memory()
     def passes(result):
         for _ in range(3):  # glibc adjusts its own thresholds on the first frees
@@ -57,9 +59,7 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     assert faults_per_pass("keep") < pages / 100
 
 
-def test_a_server_process_keeps_freed_memory_before_it_serves(
-    classifier_export: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_server_process_keeps_freed_memory_before_it_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker sets malloc up before the model loads (the supervisor of workers loads nothing)."""
     calls: list[str] = []
 
@@ -69,5 +69,17 @@ def test_a_server_process_keeps_freed_memory_before_it_serves(
 
     monkeypatch.setattr(server, "keep_freed_memory", lambda: calls.append("keep") or True)
     monkeypatch.setattr(server, "serve", serve)
-    assert server.main(["--model-dir", str(classifier_export), "--port", "0", "--workers", "1"]) == 0
+    assert server.main(["--model-dir", str(tmp_path), "--port", "0", "--workers", "1"]) == 0
     assert calls == ["keep", "serve"]
+
+
+def test_a_trainer_process_keeps_freed_memory_before_anything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even a run that ends at once on a missing config has set malloc up first."""
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("keep") or True)
+    monkeypatch.delenv(contract.ENV_TRAINER_CONFIG, raising=False)
+    monkeypatch.setenv(ENV_TERMINATION_LOG, str(tmp_path / "termination-log"))
+    assert cli.main([]) == contract.EXIT_CONFIG_ERROR
+    assert calls == ["keep"]
