@@ -485,7 +485,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--world-size", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats, no GPT-2-sized checkpoint")
     parser.add_argument("--gpu-steps", type=int, default=200)
