@@ -203,8 +203,8 @@ def forward_rates(model_dir: Path, core: int | None, slices: int = 5, seconds: f
     """
     import torch
 
-    from aidc_trainer.export import load_exported
     from aidc_trainer.allocator import keep_freed_memory
+    from aidc_trainer.export import load_exported
 
     keep_freed_memory()
 

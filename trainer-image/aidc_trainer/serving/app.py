@@ -131,12 +131,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise ProtocolError(f"request body exceeds the limit of {limit} bytes", status=413) from error
 
 
-async def _read_json(request: web.Request, limit: int) -> Any:
-    """The body as JSON; with ``Inference-Header-Content-Length`` the inputs' binary data attached."""
+async def _read_json(
+    request: web.Request, limit: int, read: Callable[[bytes], Any] = json_codec.loads
+) -> Any:
+    """The body as JSON (``read`` it); with ``Inference-Header-Content-Length`` the inputs' binary
+    data attached."""
     body = await _read_body(request, limit)
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is None:
-        return json_codec.loads(body)
+        return read(body)
     header, blob = split_body(body, header_length)
     value = json_codec.loads(header)
     attach_inputs(value, blob)
@@ -185,7 +188,9 @@ async def model_metadata(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.Response:
     state, servable, batcher = _served(request)
     parsed = parse_infer_request(
-        await _read_json(request, state.max_request_bytes), servable.inputs, servable.outputs
+        await _read_json(request, state.max_request_bytes, json_codec.loads_infer),
+        servable.inputs,
+        servable.outputs,
     )
     work = servable.prepare(parsed.inputs, parsed.parameters)
     tensors = await batcher.submit(work)

@@ -3,8 +3,9 @@
 Everything a client can get wrong is checked here, before a request reaches the batcher, so that
 one bad request fails alone with a 4xx naming the problem and never poisons a batch that other
 clients share. The functions are pure (JSON-shaped values in, numpy arrays out and back), which
-keeps the rules testable without a model or a socket. Tensor data comes as JSON lists or, with
-the binary tensor data extension, as ``RawTensor`` bytes cut from the body by ``binary_tensors``.
+keeps the rules testable without a model or a socket. Tensor data comes as JSON lists, as
+``NumericData`` that ``json_codec.loads_infer`` read straight into numpy, or, with the binary
+tensor data extension, as ``RawTensor`` bytes cut from the body by ``binary_tensors``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class RawTensor:
     """An input's data sent with the binary tensor data extension: little-endian, row-major bytes."""
 
     data: bytes | memoryview
+
+
+@dataclass(frozen=True)
+class NumericData:
+    """An input's flat JSON ``data`` of numbers, already read into float64 by ``json_codec.loads_infer``."""
+
+    values: Array
 
 
 class ProtocolError(Exception):
@@ -115,12 +123,17 @@ def decode_data(where: str, data: Any, datatype: str, shape: Sequence[int]) -> A
         raise ProtocolError(f"{where}: datatype {datatype} is not supported by this server")
     if isinstance(data, RawTensor):
         return _decode_raw(where, data, dtype, shape)
-    if not isinstance(data, list):
+    if isinstance(data, NumericData):
+        values = data.values
+    elif not isinstance(data, list):
         raise ProtocolError(f"{where}: data must be a list, got {_describe(data)}")
-    try:
-        values = np.asarray(data)
-    except (ValueError, OverflowError, RecursionError) as error:
-        raise ProtocolError(f"{where}: data is ragged or not made of {datatype} values ({error})") from error
+    else:
+        try:
+            values = np.asarray(data)
+        except (ValueError, OverflowError, RecursionError) as error:
+            raise ProtocolError(
+                f"{where}: data is ragged or not made of {datatype} values ({error})"
+            ) from error
     expected = math.prod(shape)
     if values.size != expected:
         raise ProtocolError(

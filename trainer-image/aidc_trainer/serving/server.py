@@ -27,10 +27,10 @@ from pathlib import Path
 from aiohttp import web
 
 from aidc_trainer import contract
+from aidc_trainer.allocator import keep_freed_memory
 from aidc_trainer.errors import ConfigError, TrainerError
 from aidc_trainer.logs import configure_logging, fields
 from aidc_trainer.serving.access_review import AccessReviews, api_server_address
-from aidc_trainer.allocator import keep_freed_memory
 from aidc_trainer.serving.app import ServingState, create_runner
 from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
