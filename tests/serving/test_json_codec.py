@@ -73,6 +73,9 @@ def test_random_images_decode_bit_for_bit_as_orjson_reads_them(seed: int) -> Non
         ([1, 2, 3, 9007199254740993], "INT64", (1, 4), IDS),  # integers keep every digit
         ([1, 2.5, 3, 4], "INT64", (1, 4), IDS),
         ([1e400, 1, 2, 3], "FP32", (1, 1, 2, 2), IMAGE),  # beyond a double
+        ([1, 2, 3, 18446744073709551616], "INT64", (1, 4), IDS),  # beyond 64 bits: orjson reads a float
+        ([1, 2, 3, 18446744073709551616], "FP32", (1, 1, 2, 2), IMAGE),
+        ([1.5e-400, 2, 3, 4], "FP32", (1, 1, 2, 2), IMAGE),  # below a double: 0
     ],
 )
 def test_every_request_gets_the_same_answer_as_orjson_gives(
