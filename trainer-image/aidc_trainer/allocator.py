@@ -8,7 +8,7 @@ one process paid it on every pass and the next did not:
 - the model server under load, at 64 clients: 24 page faults per request, and the JSON path ran
   1,650-1,820 req/s against 2,500-2,730 with this (``benchmarks/server/RESULTS.md``);
 - the bare forward pass at batch 32: 3,000-3,500 images/s against 4,400-4,500;
-- the CPU trainer: about 180 page faults per step and rank on the digits classifier, 6-9 % of
+- the CPU trainer: about 350 page faults per step and rank on the digits classifier, 6-9 % of
   its samples/s, and the spread between runs (``benchmarks/trainer/RESULTS.md``).
 Blocks under ``MMAP_THRESHOLD`` now come from the heap, and up to ``TRIM_THRESHOLD`` of free heap
 is kept; a larger tensor (a big model's weights) is still mapped and unmapped on its own. CUDA
