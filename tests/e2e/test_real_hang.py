@@ -46,9 +46,11 @@ pytestmark = pytest.mark.e2e
 # (20 s was not enough once in a full e2e run with the load average at 7: a third restart, at a gang's start)
 HANG_SECONDS = 30
 GRACE_SECONDS = 5  # the pods' terminationGracePeriodSeconds: a stopped rank is SIGKILLed after it
-# the last step's heartbeat is up to 2 s older than the stop (sent every second, its time in whole
-# seconds); the operator's pass is due at that time plus the timeout, and a late one comes by resync (5 s)
-EARLIEST, LATEST = HANG_SECONDS - 3, HANG_SECONDS + 6
+# the timeout counts from the later of the gang's Running and rank 0's last new step (status.progress.lastStepTime,
+# whole seconds): both before the stop, by seconds when a gang reaches its checkpoint before its second
+# heartbeat (its first repeats the step the last gang reported, which is no progress). The operator's pass is due
+# then, a late one comes by resync (5 s)
+EARLIEST, LATEST = HANG_SECONDS - 1, HANG_SECONDS + 7
 MAX_STEPS = 80  # the stops come at the first checkpoints of their gangs (steps 10 and 20)
 
 
@@ -77,7 +79,7 @@ def test_a_stopped_rank_stalls_the_job_and_the_gang_resumes_from_its_checkpoint(
     # gang 0: rank 0 stops once it trains and has checkpointed
     trained = _training(kube, namespace, job, checkpoints, wait_for, attempt=0, beyond=0)
     stopped_pids.append(_stop_rank(kube, testbed, namespace, job, 0, wait_for))
-    stalled = [_stalled(kube, namespace, job, wait_for, restarts=1, since=time.monotonic())]
+    stalled = [_stalled(kube, namespace, job, wait_for, restarts=1, stopped=(time.monotonic(), time.time()))]
     first_resume = _resumed_from_the_latest_checkpoint(kube, testbed, namespace, job, checkpoints, wait_for, 1)
     assert first_resume >= trained
     _ended_by_sigkill(pod_history, f"{job}-0", stopped_pids[-1], wait_for)
@@ -87,7 +89,7 @@ def test_a_stopped_rank_stalls_the_job_and_the_gang_resumes_from_its_checkpoint(
     stopped_pids.append(_stop_rank(kube, testbed, namespace, job, 1, wait_for))
     stopped_at, stopped_clock = time.monotonic(), time.time()
     rank0 = container_pid(testbed, client.CoreV1Api(kube).read_namespaced_pod(f"{job}-0", namespace), "trainer")
-    stalled.append(_stalled(kube, namespace, job, wait_for, restarts=2, since=stopped_at))
+    stalled.append(_stalled(kube, namespace, job, wait_for, restarts=2, stopped=(stopped_at, stopped_clock)))
     assert _process_state(rank0) == "S", "rank 0 is alive, asleep in its collective, not stopped"
     # no heartbeat since the stop but one already on its way (they go every second): nothing passed for progress
     assert _last_beat(kube, namespace, f"{job}-0") <= stopped_clock + 2
@@ -145,25 +147,40 @@ def _parent(proc: Path) -> int | None:
         return None
 
 
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def _last_beat(kube: client.ApiClient, namespace: str, pod: str) -> float:
-    """When the heartbeat a rank-0 pod carries now was sent (Unix time)."""
+    """When the heartbeat a rank-0 pod carries now was sent (Unix time); -inf when it never sent one (a gang
+    that reached its checkpoint within its first heartbeat interval)."""
     found = client.CoreV1Api(kube).read_namespaced_pod(pod, namespace)
-    beat = json.loads((found.metadata.annotations or {})["aidc.io/progress"])
-    return datetime.fromisoformat(beat["time"].replace("Z", "+00:00")).timestamp()
+    raw = (found.metadata.annotations or {}).get("aidc.io/progress")
+    return _time(json.loads(raw)["time"]) if raw else float("-inf")
 
 
 def _stalled(
-    kube: client.ApiClient, namespace: str, job: str, wait_for: Callable[..., Any], *, restarts: int, since: float
-) -> dict[str, Any]:
-    """Waits for restart number ``restarts`` by the hang check, and checks when it came."""
+    kube: client.ApiClient, namespace: str, job: str, wait_for: Callable[..., Any], *, restarts: int,
+    stopped: tuple[float, float],
+) -> dict[str, Any]:  # fmt: skip
+    """Waits for restart number ``restarts`` by the hang check, and checks when it came: hangTimeoutSeconds
+    after the later of the gang's Running and its last new step, both no later than the stop (``stopped``:
+    monotonic and wall clock; a heartbeat already on its way may add up to 2 s)."""
+    running = condition(get(kube, namespace, TJ, job), "Running")
+    assert running is not None and running["status"] == "True", running
+    running_since = _time(running["lastTransitionTime"])
 
     def stalled(j: dict[str, Any]) -> bool:
         restarting = condition(j, "Restarting")
         return bool(j["status"].get("restarts") == restarts and restarting and restarting["reason"] == "Stalled")
 
     found = wait_for(lambda: get(kube, namespace, TJ, job), until=stalled, timeout=LATEST + 30, interval=0.2)
-    elapsed = time.monotonic() - since
-    assert EARLIEST <= elapsed <= LATEST, f"Stalled {elapsed:.1f}s after the stop (hangTimeoutSeconds {HANG_SECONDS})"
+    noticed, elapsed = time.time(), time.monotonic() - stopped[0]
+    last_step = _time(found["status"]["progress"]["lastStepTime"])
+    assert max(running_since, last_step) <= stopped[1] + 2, "no new step was heard after the stop"
+    silent = noticed - max(running_since, last_step)
+    assert EARLIEST <= silent <= LATEST, f"Stalled {silent:.1f}s after the last progress (hang {HANG_SECONDS}s)"
+    assert elapsed <= LATEST + 2, f"Stalled {elapsed:.1f}s after the stop"
     message = condition(found, "Restarting")["message"]  # type: ignore[index]
     assert message.startswith("rank 0 reported no new step for ") and f"is {HANG_SECONDS}" in message, message
     return found  # type: ignore[no-any-return]
