@@ -42,6 +42,7 @@ def test_a_flat_list_of_numbers_is_read_without_python_floats() -> None:
     data = value["inputs"][0]["data"]
     assert isinstance(data, NumericData)
     np.testing.assert_array_equal(data.values, [0.5, 1.0, -2.5e-3, 7.0])
+    assert data.values.flags.writeable  # an FP64 input reaches torch.from_numpy without a copy
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -100,7 +100,8 @@ def _numbers(data: Any) -> Any:
     if not isinstance(data, simdjson.Array) or len(data) == 0 or isinstance(data[0], simdjson.Array):
         return _plain(data)
     try:
-        values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+        # a copy: frombuffer's array is read-only, and an FP64 input goes to torch as it is
+        values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64).copy()
     except TypeError:  # a null, string, boolean or object among the numbers
         return data.as_list()
     return NumericData(values)  # a list nested in it is caught by counting brackets (loads_infer)
