@@ -116,3 +116,23 @@ def test_a_bracket_written_as_an_escape_only_costs_the_fast_path() -> None:
     assert json_codec.loads_infer(raw)["id"] == "["
     orjson_way, simdjson_way = both_ways(raw)
     assert orjson_way == simdjson_way
+
+
+TENSOR = '"name": "input", "shape": [1, 1, 2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"id": "first", "id": "second", "inputs": [{' + TENSOR + "}]}",
+        '{"inputs": [{' + TENSOR + ', "datatype": "INT64"}]}',  # accepted if the first one won
+        '{"inputs": [{' + TENSOR + ', "name": "other"}]}',
+        '{"inputs": [{' + TENSOR + ', "data": [5, 6, 7, 8]}]}',
+        '{"inputs": [{' + TENSOR + '}], "inputs": [{"name": "input"}]}',
+        '{"inputs": 7, "inputs": [{' + TENSOR + "}]}",
+        '{"parameters": {"a": 1, "a": 2}, "inputs": [{' + TENSOR + "}]}",
+    ],
+)
+def test_a_key_given_twice_reads_as_orjson_reads_it_the_last_one(raw: str) -> None:
+    orjson_way, simdjson_way = both_ways(raw.encode())
+    assert orjson_way == simdjson_way

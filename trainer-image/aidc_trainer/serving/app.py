@@ -95,10 +95,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = _error(500, f"internal error: {type(error).__name__}: {error}")
     resource = request.match_info.route.resource
     endpoint = resource.canonical if resource is not None else "unmatched"
-    code = str(response.status)
-    metrics = request.app[STATE].metrics
-    metrics.requests.labels(endpoint, code).inc()
-    metrics.request_seconds.labels(endpoint, code).observe(time.perf_counter() - started)
+    request.app[STATE].metrics.answered(endpoint, str(response.status), time.perf_counter() - started)
     return response
 
 

@@ -24,6 +24,7 @@ import simdjson
 from aidc_trainer.serving.protocol import NumericData, ProtocolError
 
 FLOATING: Final = frozenset({"FP16", "FP32", "FP64"})  # datatypes whose numbers float64 holds
+OPENING_BRACKET: Final = ord("[")
 
 
 def loads(body: bytes) -> Any:
@@ -59,11 +60,22 @@ def loads_infer(body: bytes) -> Any:
     inputs = document.get("inputs") if isinstance(document, simdjson.Object) else None
     if not isinstance(document, simdjson.Object) or not isinstance(inputs, simdjson.Array):
         return loads(body)  # parse_infer_request refuses it, with the value orjson reads
-    value = {key: _plain(document[key]) for key in document if key != "inputs"}
-    value["inputs"] = [_input(entry) for entry in inputs]
-    if body.count(b"[") != _brackets(value):  # simdjson flattened a list nested in a flat one
+    if _repeats_a_key(document):  # orjson keeps the last of a repeated key; read it so
+        return loads(body)
+    try:
+        value = {key: _plain(document[key]) for key in document if key != "inputs"}
+        value["inputs"] = [_input(entry) for entry in inputs]
+    except _RepeatedKeyError:
+        return loads(body)
+    if _opening_brackets(body) != _brackets(value):  # simdjson flattened a list nested in a flat one
         return loads(body)
     return value
+
+
+def _opening_brackets(body: bytes) -> int:
+    """How many ``[`` bytes ``body`` holds; numpy compares 16 or 32 bytes at a time, where
+    ``bytes.count`` of one byte goes byte by byte (4.3 against 2.6 us on a 28x28 image's 15 kB body)."""
+    return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == OPENING_BRACKET))
 
 
 def _brackets(value: Any) -> int:
@@ -88,11 +100,25 @@ def _plain(value: Any) -> Any:
 def _input(entry: Any) -> Any:
     if not isinstance(entry, simdjson.Object):
         return _plain(entry)
+    if _repeats_a_key(entry):
+        raise _RepeatedKeyError
     value = {key: _plain(entry[key]) for key in entry if key != "data"}
     if "data" in entry:
         data = entry["data"]
         value["data"] = _numbers(data) if value.get("datatype") in FLOATING else _plain(data)
     return value
+
+
+class _RepeatedKeyError(Exception):
+    """An input names a key twice: orjson's path reads the body instead."""
+
+
+def _repeats_a_key(value: simdjson.Object) -> bool:
+    """Whether an object names a key twice: orjson keeps the last one, but simdjson's ``obj[key]``
+    finds the first, so ``"datatype"`` given twice would read differently (objects nested deeper
+    are converted whole by ``as_dict``, which keeps the last, as orjson does)."""
+    keys = list(value.keys())
+    return len(set(keys)) != len(keys)
 
 
 def _numbers(data: Any) -> Any:

@@ -142,6 +142,7 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._answers: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.batch_size = Histogram(
             "aidc_server_batch_size",
             "Rows per forward pass: above 1 when dynamic batching gathered concurrent requests.",
@@ -176,6 +177,19 @@ class ServerMetrics:
             "1 once the model is loaded and warmed up, else 0.",
             registry=self.registry,
         )
+
+    def answered(self, endpoint: str, code: str, seconds: float) -> None:
+        """Count one answer by route template and status code, and its latency.
+
+        The labelled series are looked up once per pair and kept: ``labels()`` takes a lock and
+        builds its key on every call, which a request then paid twice.
+        """
+        series = self._answers.get((endpoint, code))
+        if series is None:
+            series = (self.requests.labels(endpoint, code), self.request_seconds.labels(endpoint, code))
+            self._answers[(endpoint, code)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format of every metric: this server's, or all workers' when shared."""
