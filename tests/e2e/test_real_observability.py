@@ -33,7 +33,7 @@ from tests.observability.queries import alerts, panel_queries, rule_groups, writ
 
 pytestmark = pytest.mark.e2e
 LANGUAGE_MODEL = {
-    "task": "language-model", "dataset": {"source": "synthetic"}, "epochs": 1000, "maxSteps": 400, "batchSize": 8,
+    "task": "language-model", "dataset": {"source": "synthetic"}, "epochs": 1000, "maxSteps": 1600, "batchSize": 8,
     "learningRate": 0.003, "seed": 0, "languageModel": {"contextLength": 32, "layers": 2, "heads": 2, "embedding": 64},
 }  # fmt: skip
 
@@ -56,7 +56,7 @@ def _failing_job(name: str, backoff_limit: int) -> dict[str, Any]:
 
 def _start_fleet(kube: client.ApiClient, namespace: str) -> dict[str, str]:
     names = {"lm": unique("lm"), "fails": unique("fails"), "flaky": unique("flaky")}
-    lm = training_job(names["lm"], max_steps=400, every_steps=100, replicas=1)
+    lm = training_job(names["lm"], max_steps=1600, every_steps=400, replicas=1)
     lm["spec"]["trainer"] = LANGUAGE_MODEL
     create(kube, namespace, TJ, lm)
     create(kube, namespace, TJ, _failing_job(names["fails"], 0))
@@ -109,6 +109,13 @@ def _check_the_fleet(
     kube: client.ApiClient, prometheus: prom.Prometheus, namespace: str, names: dict[str, str],
     wait_for: Callable[..., Any],
 ) -> None:  # fmt: skip
+    # rank 0 serves its series only while it trains, and Prometheus's discovery hands new targets to
+    # the scrapers at most every 5 s: 400 steps (4 s on an idle machine) once ended unscraped
+    running = f'aidc_trainer_step{{trainingjob="{names["lm"]}"}} > 0'
+    try:
+        wait_for(lambda: prometheus.has_data(running), timeout=120)
+    except Exception as error:
+        raise AssertionError(f"{running}: never scraped while the job ran; targets: {prometheus.targets()}") from error
     done = {key: finished(kube, namespace, name, wait_for) for key, name in names.items()}
     assert condition_is(done["lm"], "Succeeded"), done["lm"]["status"]
     for key in ("fails", "flaky"):
