@@ -122,10 +122,13 @@ def _check_the_fleet(
         assert condition(done[key], "Failed")["reason"] == "BackoffLimitExceeded", done[key]["status"]
     assert done["flaky"]["status"]["restarts"] == 1
     wait_for(lambda: get(kube, namespace, ISVC, names["lm"]), until=lambda s: condition_is(s, "Ready"), timeout=240)
-    # two rounds, scraped in between: a server's series are born with their first request, and a rate
-    # (what the panels show) needs an increase after that
-    for scraped in ("aidc_server_generated_tokens_total > 0", "rate(aidc_server_generated_tokens_total[1m]) > 0"):
+    # two rounds, each scraped whole before the next: a server's series are born with their first
+    # request, and a rate (what the panels show) needs an increase after that. A scrape in the middle
+    # of a round proves nothing for the requests after it, so each wait counts the round's last
+    # requests, the completions, which _ask sends after the others.
+    for round_ in (1, 2):
         assert _ask(kube, namespace, names["lm"]) == [200] * 5 + [400] * 2 + [200] * 3
+        scraped = f'sum(aidc_server_requests_total{{endpoint="/v1/completions", code="200"}}) >= {3 * round_}'
         try:
             wait_for(lambda scraped=scraped: prometheus.has_data(scraped), timeout=60)
         except Exception as error:
