@@ -60,10 +60,8 @@ def loads_infer(body: bytes) -> Any:
     inputs = document.get("inputs") if isinstance(document, simdjson.Object) else None
     if not isinstance(document, simdjson.Object) or not isinstance(inputs, simdjson.Array):
         return loads(body)  # parse_infer_request refuses it, with the value orjson reads
-    if _repeats_a_key(document):  # orjson keeps the last of a repeated key; read it so
-        return loads(body)
     try:
-        value = {key: _plain(document[key]) for key in document if key != "inputs"}
+        value = {key: _plain(item) for key, item in _members(document) if key != "inputs"}
         value["inputs"] = [_input(entry) for entry in inputs]
     except _RepeatedKeyError:
         return loads(body)
@@ -100,25 +98,27 @@ def _plain(value: Any) -> Any:
 def _input(entry: Any) -> Any:
     if not isinstance(entry, simdjson.Object):
         return _plain(entry)
-    if _repeats_a_key(entry):
-        raise _RepeatedKeyError
-    value = {key: _plain(entry[key]) for key in entry if key != "data"}
-    if "data" in entry:
-        data = entry["data"]
+    members = dict(_members(entry))
+    value = {key: _plain(item) for key, item in members.items() if key != "data"}
+    if "data" in members:
+        data = members["data"]
         value["data"] = _numbers(data) if value.get("datatype") in FLOATING else _plain(data)
     return value
 
 
 class _RepeatedKeyError(Exception):
-    """An input names a key twice: orjson's path reads the body instead."""
+    """An object names a key twice: orjson's path reads the body instead."""
 
 
-def _repeats_a_key(value: simdjson.Object) -> bool:
-    """Whether an object names a key twice: orjson keeps the last one, but simdjson's ``obj[key]``
-    finds the first, so ``"datatype"`` given twice would read differently (objects nested deeper
-    are converted whole by ``as_dict``, which keeps the last, as orjson does)."""
+def _members(value: simdjson.Object) -> list[tuple[str, Any]]:
+    """An object's keys and values, or ``_RepeatedKeyError`` when it names a key twice: orjson keeps
+    the last one, but simdjson's ``obj[key]`` finds the first, so ``"datatype"`` given twice would
+    read differently (objects nested deeper are converted whole by ``as_dict``, which keeps the
+    last, as orjson does)."""
     keys = list(value.keys())
-    return len(set(keys)) != len(keys)
+    if len(set(keys)) != len(keys):
+        raise _RepeatedKeyError
+    return [(key, value[key]) for key in keys]
 
 
 def _numbers(data: Any) -> Any:
