@@ -111,11 +111,7 @@ def _check_the_fleet(
 ) -> None:  # fmt: skip
     # rank 0 serves its series only while it trains, and Prometheus's discovery hands new targets to
     # the scrapers at most every 5 s: 400 steps (4 s on an idle machine) once ended unscraped
-    running = f'aidc_trainer_step{{trainingjob="{names["lm"]}"}} > 0'
-    try:
-        wait_for(lambda: prometheus.has_data(running), timeout=120)
-    except Exception as error:
-        raise AssertionError(f"{running}: never scraped while the job ran; targets: {prometheus.targets()}") from error
+    _scraped(prometheus, f'aidc_trainer_step{{trainingjob="{names["lm"]}"}} > 0', wait_for, timeout=120)
     done = {key: finished(kube, namespace, name, wait_for) for key, name in names.items()}
     assert condition_is(done["lm"], "Succeeded"), done["lm"]["status"]
     for key in ("fails", "flaky"):
@@ -128,14 +124,19 @@ def _check_the_fleet(
     # requests, the completions, which _ask sends after the others.
     for round_ in (1, 2):
         assert _ask(kube, namespace, names["lm"]) == [200] * 5 + [400] * 2 + [200] * 3
-        scraped = f'sum(aidc_server_requests_total{{endpoint="/v1/completions", code="200"}}) >= {3 * round_}'
-        try:
-            wait_for(lambda scraped=scraped: prometheus.has_data(scraped), timeout=60)
-        except Exception as error:
-            raise AssertionError(f"{scraped}: no data; targets: {prometheus.targets()}") from error
+        completions = f'sum(aidc_server_requests_total{{endpoint="/v1/completions", code="200"}}) >= {3 * round_}'
+        _scraped(prometheus, completions, wait_for, timeout=60)
     _the_dashboard_had_data(prometheus)
     _the_alerts_read_real_labels(prometheus)
     _the_earned_alerts_fire(prometheus, namespace, names, wait_for)
+
+
+def _scraped(prometheus: prom.Prometheus, expr: str, wait_for: Callable[..., Any], timeout: float) -> None:
+    """Waits until ``expr`` has data; a failure lists the targets Prometheus discovered and their health."""
+    try:
+        wait_for(lambda: prometheus.has_data(expr), timeout=timeout)
+    except Exception as error:
+        raise AssertionError(f"{expr}: no data; targets: {prometheus.targets()}") from error
 
 
 def _the_dashboard_had_data(prometheus: prom.Prometheus) -> None:
