@@ -14,10 +14,12 @@ export PYTHONPATH := $(CURDIR)/hack/testbed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-$(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml
+# torch as the CPU image has it (trainer-image/cpu_install.py): without triton and the CUDA libraries a
+# CPU never loads, installed one wheel at a time (~3 GB on disk at the peak, not ~9 GB)
+$(VENV)/.installed: pyproject.toml trainer-image/pyproject.toml trainer-image/cpu_install.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
-	$(BIN)/pip install --quiet --no-cache-dir -e '.[test]' -e './trainer-image[images]'
+	$(PY) trainer-image/cpu_install.py -e '.[test]' -e './trainer-image[images]'
 	touch $@
 
 venv: $(VENV)/.installed  ## the Python environment: operator, trainer (torch) and test tools

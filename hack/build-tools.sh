@@ -77,12 +77,12 @@ specs=(
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|$KUBERNETES_VERSION|$k8s_ldflags"
-  "etcd|etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION|-s -w"
-  "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$KWOK_VERSION|-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}"
-  "helm|helm|helm.sh/helm/v3/cmd/helm|$HELM_VERSION|-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   # a real node (hack/README.md, "Real nodes")
   "kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|$KUBERNETES_VERSION|$k8s_ldflags"
   "kube-proxy|kubernetes|k8s.io/kubernetes/cmd/kube-proxy|$KUBERNETES_VERSION|$k8s_ldflags"
+  "etcd|etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION|-s -w"
+  "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$KWOK_VERSION|-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}"
+  "helm|helm|helm.sh/helm/v3/cmd/helm|$HELM_VERSION|-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   "containerd|containerd|$ctrd/cmd/containerd|$CONTAINERD_VERSION|$ctrd_ldflags|$ctrd_tags"
   "containerd-shim-runc-v2|containerd|$ctrd/cmd/containerd-shim-runc-v2|$CONTAINERD_VERSION|$ctrd_ldflags|$ctrd_tags"
   "ctr|containerd|$ctrd/cmd/ctr|$CONTAINERD_VERSION|$ctrd_ldflags|$ctrd_tags"
@@ -101,6 +101,17 @@ specs=(
   "kueue|kueue|sigs.k8s.io/kueue/cmd/kueue|$KUEUE_VERSION|$kueue_ldflags"
 )
 
+# A run's own Go cache is emptied when the build moves on to another pinned module (the specs list each
+# module's tools together): modules share little but the standard library, and the sum of their caches
+# (~8 GB) would otherwise sit on a fresh machine's disk beside the venv and the images being built.
+last_dir=
+next_module() {  # next_module DIR: empty the run's own cache when DIR is not the module built last
+  if [[ -z ${AIDC_GOCACHE:-} && -n $last_dir && $1 != "$last_dir" ]]; then
+    go clean -cache
+  fi
+  last_dir=$1
+}
+
 wanted=("$@")
 built=0
 for spec in "${specs[@]}"; do
@@ -109,6 +120,7 @@ for spec in "${specs[@]}"; do
   tool_built "$name" "$version" "$dir" && continue
   take_lock
   tool_built "$name" "$version" "$dir" && continue  # built by whoever held the lock
+  next_module "$dir"
   echo ">> building $name $version" >&2
   start=$(date +%s)
   (cd "$tools_dir/$dir" && go build -tags "${tags:-}" -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg")

@@ -47,11 +47,13 @@ free_gib() { df --output=avail -B1G "$ROOT" | tail -n 1 | tr -d ' '; }
 free_space() { printf '%s GiB free on the file system of %s' "$(free_gib)" "$ROOT"; }
 
 # Buildah's storage is a cache of layers for the next build (a trainer code change reuses the torch
-# layer); the archives are the product. Where the disk is short (a fresh CI machine), it goes once the
-# archives are written, which frees the size of the images again before the nodes import them.
+# layer); the archives are the product. Where the disk is short (a fresh CI machine), it goes as soon as
+# an image is pushed and checked, before its archive is written: the image is then on disk twice (the
+# pushed folder, the archive) at most, never three times, and its size is free again before the nodes
+# import it.
 readonly KEEP_BUILDAH_CACHE_GIB=${AIDC_KEEP_BUILDAH_CACHE_GIB:-40}
 prune_build_cache() {
-    ((BUILT > 0)) && (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)) || return 0
+    (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)) && [[ -n $("${BUILDAH[@]}" images --quiet 2>/dev/null) ]] || return 0
     say "$(free_space), under $KEEP_BUILDAH_CACHE_GIB: removing buildah's layer cache in $BUILDAH_DIR"
     "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
     "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
@@ -214,20 +216,25 @@ load_base() {
     "${BUILDAH[@]}" tag "$id" "localhost/aidc-base:$SUITE"
 }
 
-# buildah bud NAME REF CONTEXT DOCKERFILE [BUD_ARGS...]: build REF and archive it as NAME. The host's CA
-# bundle is mounted into RUN steps (pip behind a TLS-inspecting proxy), not copied into the image.
-# Pushed to a dir: directory, whose layers stay uncompressed (buildah 1.28 gzips oci: layers even
-# with --disable-compression), then archived by oci.py with the names containerd's import reads.
+# buildah bud NAME REF CONTEXT DOCKERFILE [BUD_ARGS...]: build REF and push it to NAME's folder. The
+# host's CA bundle is mounted into RUN steps (pip behind a TLS-inspecting proxy), not copied into the
+# image. Pushed to a dir: directory, whose layers stay uncompressed (buildah 1.28 gzips oci: layers
+# even with --disable-compression); archive_pushed writes the archive.
 buildah_image() {
-    local name=$1 ref=$2 context=$3 dockerfile=$4 pushed
+    local name=$1 ref=$2 context=$3 dockerfile=$4
     shift 4
-    pushed=$OUT/$name.pushed
     logged "$name" "${BUILDAH[@]}" bud --isolation chroot --network host --layers --force-rm --pull=never \
         --volume "$CA_BUNDLE:$CA_BUNDLE:ro" --file "$dockerfile" --tag "$ref" "$@" "$context"
-    rm -rf "$pushed"
-    logged "$name" "${BUILDAH[@]}" push --quiet --disable-compression --format oci "$ref" "dir:$pushed"
-    logged "$name" "${OCI[@]}" dir "$pushed" --ref "$ref" --out "$(archive_of "$name")"
-    rm -rf "$pushed"
+    rm -rf "$(pushed_of "$name")"
+    logged "$name" "${BUILDAH[@]}" push --quiet --disable-compression --format oci "$ref" "dir:$(pushed_of "$name")"
+}
+
+pushed_of() { printf '%s/%s.pushed\n' "$OUT" "$1"; }
+
+# archive NAME's pushed folder as REF with the names containerd's import reads (oci.py), then remove it
+archive_pushed() {
+    logged "$1" "${OCI[@]}" dir "$(pushed_of "$1")" --ref "$2" --out "$(archive_of "$1")"
+    rm -rf "$(pushed_of "$1")"
 }
 
 # run a command in a throwaway container of image REF (as the image's user)
@@ -248,7 +255,7 @@ build_operator() {
     ref=localhost/aidc-operator:$(project_version "$ROOT/pyproject.toml")
     base_key=$(<"$(archive_of aidc-base).stamp")
     key=$({
-        declare -f build_operator buildah_image
+        declare -f build_operator buildah_image archive_pushed
         echo "$ref $base_key"
         hash_files operator/Dockerfile .dockerignore pyproject.toml README.md operator/aidc
     } | digest)
@@ -258,6 +265,8 @@ build_operator() {
     buildah_image aidc-operator "$ref" "$ROOT" "$ROOT/operator/Dockerfile" \
         --build-arg "PYTHON_IMAGE=localhost/aidc-base:$SUITE"
     smoke aidc-operator "$ref" aidc --help
+    prune_build_cache
+    archive_pushed aidc-operator "$ref"
     mark_built aidc-operator "$key"
 }
 
@@ -266,10 +275,10 @@ build_trainer() {
     ref=localhost/aidc-trainer:$(project_version "$ROOT/trainer-image/pyproject.toml")-cpu
     base_key=$(<"$(archive_of aidc-base).stamp")
     key=$({
-        declare -f build_trainer buildah_image
+        declare -f build_trainer buildah_image archive_pushed
         echo "$ref $base_key"
         hash_files trainer-image/Dockerfile trainer-image/.dockerignore trainer-image/pyproject.toml \
-            trainer-image/aidc_trainer
+            trainer-image/cpu_install.py trainer-image/aidc_trainer
     } | digest)
     needs_build "$ref" aidc-trainer "$key" || return 0
     begin aidc-trainer "buildah bud trainer-image/Dockerfile (VARIANT=cpu) -> $ref (torch: a few minutes)"
@@ -278,6 +287,8 @@ build_trainer() {
         --build-arg VARIANT=cpu --build-arg "CPU_BASE=localhost/aidc-base:$SUITE" \
         --build-arg "GPU_BASE=localhost/aidc-base:$SUITE"
     smoke aidc-trainer "$ref" python -m aidc_trainer --help
+    prune_build_cache
+    archive_pushed aidc-trainer "$ref"
     mark_built aidc-trainer "$key"
 }
 

@@ -405,3 +405,20 @@ def test_the_nodes_images_are_pinned_so_the_kubelet_never_collects_them(testbed:
     for name in real_nodes:
         node = realnode_lifecycle.node_named(config, testbed.layout, name)
         assert wanted and wanted <= set(realnode_lifecycle.pinned_images(node, config)), name
+
+
+def test_each_node_holds_the_trainer_image_once_unpacked_not_also_as_layer_blobs(
+    testbed: Any, real_nodes: list[str]
+) -> None:
+    """The trainer image is ~3.8 GB: imported with its layers' blobs kept, every node would hold it twice
+    (blobs and snapshots). The import lets the blobs go once they are unpacked; the pods still run from
+    the snapshots (every e2e test here)."""
+    from aidc_testbed import realnode_lifecycle, release
+
+    config = testbed.config
+    archive = next(Path(i["archive"]) for i in release.image_archives(config) if "aidc-trainer" in i["ref"])
+    layers = set(realnode_lifecycle.archive_layers(archive))
+    assert layers, archive
+    for name in real_nodes:
+        node = realnode_lifecycle.node_named(config, testbed.layout, name)
+        assert not layers & realnode_lifecycle.held_blobs(node, config), name
