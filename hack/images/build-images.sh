@@ -60,6 +60,17 @@ prune_build_cache() {
     say "$(free_space)"
 }
 
+# Short of disk, the trainer's build (~8 GB at its peak: its layers, a commit's copy of one, the pushed
+# folder) waits for the Go build of the tools (~7 GB of caches at its peak) that `make test` and
+# `make demo` run beside it, instead of needing both at once; the smaller images build meanwhile.
+# build-tools.sh waits on its lock while another builds, and is a no-op once the tools are built.
+wait_for_tools_when_short() {
+    (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)) || return 0
+    say "$(free_space), under $KEEP_BUILDAH_CACHE_GIB: waiting for the tools' Go build before the trainer's"
+    logged tools "$ROOT/hack/build-tools.sh"
+    say "$(free_space)"
+}
+
 # the host's Debian mirror (deb822 sources first), or deb.debian.org
 host_mirror() {
     local uri
@@ -365,7 +376,7 @@ main() {
     exec 9>"$OUT/.lock"
     flock -n 9 || { say "waiting for another build-images.sh"; flock 9; }
     say "$(free_space)"
-    for step in build_base build_operator build_trainer build_pause build_coredns; do
+    for step in build_base build_operator wait_for_tools_when_short build_trainer build_pause build_coredns; do
         "$step"
     done
     write_index
