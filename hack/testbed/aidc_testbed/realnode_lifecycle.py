@@ -17,7 +17,6 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -221,9 +220,11 @@ def start_real_nodes(
     for node in nodes:
         write_node_files(node, config, pki, server)
         start_containerd(node, config, spawn)
-    # each node has a store of its own to fill (the first time: a disk-bound copy of every image), at once
-    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        list(pool.map(lambda node: import_images(node, config), nodes))
+    # each node has a store of its own to fill (the first time: a disk-bound copy of every image), one
+    # after the other: an import holds an image's blobs beside its unpacked snapshots until the blobs
+    # are let go, and side by side two nodes would need the trainer's 3.6 GB four times at once
+    for node in nodes:
+        import_images(node, config)
     start_kube_proxy(nodes[0], config, layout, pki, server, spawn)
     for node in nodes:
         start_kubelet(node, config, spawn)
