@@ -57,7 +57,8 @@ test-cluster: venv tools images  ## tests against the loopback control plane, e2
 
 test:  ## everything CI runs: lint, generated files, all tests
 	@# the Go builds take both cores while the venv, the Debian packages and all but one image mostly
-	@# download and unpack: side by side they save minutes of a fresh machine's run
+	@# download and unpack: side by side they save minutes of a fresh machine's run (on a disk with under
+	@# 40 GiB free the trainer image waits for the Go build: see hack/README.md, "Disk")
 	$(MAKE) --no-print-directory --jobs=3 --output-sync=target test-prerequisites
 	$(BIN)/pytest
 	$(BIN)/pytest -m host  # alone: it starts real nodes of its own and checks the machine is left as found
