@@ -52,8 +52,9 @@ free_space() { printf '%s GiB free on the file system of %s' "$(free_gib)" "$ROO
 # pushed folder, the archive) at most, never three times, and its size is free again before the nodes
 # import it.
 readonly KEEP_BUILDAH_CACHE_GIB=${AIDC_KEEP_BUILDAH_CACHE_GIB:-40}
+disk_is_short() { (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)); }
 prune_build_cache() {
-    (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)) && [[ -n $("${BUILDAH[@]}" images --quiet 2>/dev/null) ]] || return 0
+    disk_is_short && [[ -n $("${BUILDAH[@]}" images --quiet 2>/dev/null) ]] || return 0
     say "$(free_space), under $KEEP_BUILDAH_CACHE_GIB: removing buildah's layer cache in $BUILDAH_DIR"
     "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
     "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
@@ -65,7 +66,7 @@ prune_build_cache() {
 # `make demo` run beside it, instead of needing both at once; the smaller images build meanwhile.
 # build-tools.sh waits on its lock while another builds, and is a no-op once the tools are built.
 wait_for_tools_when_short() {
-    (($(free_gib) < KEEP_BUILDAH_CACHE_GIB)) || return 0
+    disk_is_short || return 0
     say "$(free_space), under $KEEP_BUILDAH_CACHE_GIB: waiting for the tools' Go build before the trainer's"
     logged tools "$ROOT/hack/build-tools.sh"
     say "$(free_space)"

@@ -18,6 +18,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client
@@ -152,23 +153,29 @@ def pinned_images(node: RealNode, config: TestbedConfig) -> list[str]:
     return [line.split()[0] for line in listing if PINNED in line.split()[-1].split(",")]
 
 
+def _member_json(tar: tarfile.TarFile, archive: Path, name: str) -> Any:
+    member = tar.extractfile(name)
+    if member is None:
+        raise ValueError(f"{archive} has no {name}")
+    return json.load(member)
+
+
+def _manifest_digest(tar: tarfile.TarFile, archive: Path) -> str:
+    digest: str = _member_json(tar, archive, "index.json")["manifests"][0]["digest"]
+    return digest
+
+
 def archive_digest(archive: Path) -> str:
     """The manifest digest an OCI archive's index names (what ``ctr images ls`` shows as DIGEST)."""
     with tarfile.open(archive) as tar:
-        member = tar.extractfile("index.json")
-        if member is None:
-            raise ValueError(f"{archive} has no index.json")
-        digest: str = json.load(member)["manifests"][0]["digest"]
-    return digest
+        return _manifest_digest(tar, archive)
 
 
 def archive_layers(archive: Path) -> list[str]:
     """The digests of the layers of the image an OCI archive holds."""
     with tarfile.open(archive) as tar:
-        manifest = tar.extractfile(f"blobs/sha256/{archive_digest(archive).split(':', 1)[1]}")
-        if manifest is None:
-            raise ValueError(f"{archive} has no manifest blob")
-        return [layer["digest"] for layer in json.load(manifest)["layers"]]
+        manifest = _member_json(tar, archive, f"blobs/sha256/{_manifest_digest(tar, archive).split(':', 1)[1]}")
+        return [layer["digest"] for layer in manifest["layers"]]
 
 
 def held_blobs(node: RealNode, config: TestbedConfig) -> set[str]:
