@@ -23,17 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from aidc_trainer import contract
-from aidc_trainer.serving.app import ServingState, create_runner
+from aidc_trainer.serving.app import create_runner
 from aidc_trainer.serving.auth import Gate
+from aidc_trainer.serving.listening import FrontDoorSite
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel
 from aidc_trainer.serving.protocol import Array, ProtocolError, TensorSpec
 from aidc_trainer.serving.servable import Servable, Work
 from aidc_trainer.serving.server import start_serving
+from aidc_trainer.serving.state import ServingState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,7 +125,7 @@ async def in_process_server(
     state = ServingState(model_name, max_request_bytes, ServerMetrics())
     runner = create_runner(state, gate)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    site = FrontDoorSite(runner, state, gate, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     loading = asyncio.create_task(start_serving(state, load, max_batch_size=max_batch_size, max_delay=max_delay))

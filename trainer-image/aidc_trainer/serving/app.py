@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final
 
@@ -21,29 +20,17 @@ from aiohttp.typedefs import Middleware
 from aidc_trainer.serving import json_codec
 from aidc_trainer.serving.auth import Gate, auth_middleware
 from aidc_trainer.serving.batcher import DynamicBatcher
-from aidc_trainer.serving.binary_tensors import (
-    BINARY_CONTENT_TYPE,
-    EXTENSION,
-    HEADER_LENGTH,
-    attach_inputs,
-    join_body,
-    split_body,
-)
-from aidc_trainer.serving.metrics import CONTENT_TYPE, ServerMetrics
-from aidc_trainer.serving.openai_api import OpenAIState, add_openai_routes
-from aidc_trainer.serving.protocol import (
-    ProtocolError,
-    encode_infer_response,
-    encode_v1_predictions,
-    parse_infer_request,
-    parse_v1_instances,
-)
+from aidc_trainer.serving.binary_tensors import EXTENSION, HEADER_LENGTH
+from aidc_trainer.serving.infer_route import MODEL_VERSION, answer_infer, decode_body, served
+from aidc_trainer.serving.metrics import CONTENT_TYPE
+from aidc_trainer.serving.openai_api import add_openai_routes
+from aidc_trainer.serving.protocol import ProtocolError, encode_v1_predictions, parse_v1_instances
 from aidc_trainer.serving.servable import Servable
+from aidc_trainer.serving.state import ServingState
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME: Final = "aidc-model-server"
-MODEL_VERSION: Final = "1"
 
 
 def _package_version() -> str:
@@ -51,24 +38,6 @@ def _package_version() -> str:
         return metadata.version("aidc-trainer")
     except metadata.PackageNotFoundError:
         return "0.0.0"
-
-
-@dataclass
-class ServingState:
-    """What the handlers share; ``servable`` and ``batcher`` appear once the model is loaded."""
-
-    model_name: str
-    max_request_bytes: int
-    metrics: ServerMetrics
-    servable: Servable | None = None
-    batcher: DynamicBatcher | None = None
-    ready: bool = False
-    openai: OpenAIState | None = None  # the OpenAI routes' state, set by create_app
-
-    def set_ready(self, ready: bool) -> None:
-        """Readiness gates traffic (the pod's readiness probe), so it is also a metric."""
-        self.ready = ready
-        self.metrics.ready.set(1 if ready else 0)
 
 
 STATE: Final = web.AppKey("state", ServingState)
@@ -102,17 +71,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _served(request: web.Request) -> tuple[ServingState, Servable, DynamicBatcher]:
     """The model a request names, or the refusal: 404 for another name, 503 while loading."""
     state = request.app[STATE]
-    name = request.match_info["model"]
-    if name != state.model_name:
-        raise ProtocolError(f"unknown model '{name}'; this server serves '{state.model_name}'", status=404)
-    version = request.match_info.get("version")
-    if version is not None and version != MODEL_VERSION:
-        raise ProtocolError(
-            f"model '{name}' has no version '{version}'; it has '{MODEL_VERSION}'", status=404
-        )
-    if not state.ready or state.servable is None or state.batcher is None:
-        raise ProtocolError(f"model '{name}' is not ready yet", status=503)
-    return state, state.servable, state.batcher
+    servable, batcher = served(state, request.match_info["model"], request.match_info.get("version"))
+    return state, servable, batcher
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -128,19 +88,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise ProtocolError(f"request body exceeds the limit of {limit} bytes", status=413) from error
 
 
-async def _read_json(
-    request: web.Request, limit: int, read: Callable[[bytes], Any] = json_codec.loads
-) -> Any:
-    """The body as JSON (``read`` it); with ``Inference-Header-Content-Length`` the inputs' binary
-    data attached."""
-    body = await _read_body(request, limit)
-    header_length = request.headers.get(HEADER_LENGTH)
-    if header_length is None:
-        return read(body)
-    header, blob = split_body(body, header_length)
-    value = json_codec.loads(header)
-    attach_inputs(value, blob)
-    return value
+async def _read_json(request: web.Request, limit: int) -> Any:
+    """The body as JSON; with ``Inference-Header-Content-Length`` the inputs' binary data attached."""
+    return decode_body(await _read_body(request, limit), request.headers.get(HEADER_LENGTH))
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -183,31 +133,11 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 
 async def infer(request: web.Request) -> web.Response:
+    """The route aiohttp serves when the front door hands a connection over (see ``front_door``)."""
     state, servable, batcher = _served(request)
-    parsed = parse_infer_request(
-        await _read_json(request, state.max_request_bytes, json_codec.loads_infer),
-        servable.inputs,
-        servable.outputs,
-    )
-    work = servable.prepare(parsed.inputs, parsed.parameters)
-    tensors = await batcher.submit(work)
-    body, blobs = encode_infer_response(
-        state.model_name,
-        MODEL_VERSION,
-        parsed.id,
-        tensors,
-        servable.outputs,
-        parsed.outputs,
-        parsed.binary_outputs,
-    )
-    if not blobs:
-        return _json(body)
-    header = json_codec.dumps(body)
-    return web.Response(
-        body=join_body(header, blobs),
-        content_type=BINARY_CONTENT_TYPE,
-        headers={HEADER_LENGTH: str(len(header))},
-    )
+    body = await _read_body(request, state.max_request_bytes)
+    answer = await answer_infer(state, servable, batcher, body, request.headers.get(HEADER_LENGTH))
+    return web.Response(body=answer.body, content_type=answer.content_type, headers=answer.headers)
 
 
 async def predict_v1(request: web.Request) -> web.Response:

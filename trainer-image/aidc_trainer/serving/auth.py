@@ -134,16 +134,28 @@ class KubernetesGate:
         await self.reviews.close()
 
 
-def bearer_credential(request: web.Request) -> str | None:
-    """The credential of ``Authorization: Bearer <credential>``, or None."""
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+def bearer_credential(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header's value, or None."""
+    scheme, _, credential = (authorization or "").partition(" ")
     credential = credential.strip()
     return credential if scheme.lower() == "bearer" and credential else None
 
 
-def _refused(refusal: AccessRefusedError) -> web.Response:
-    headers = {"WWW-Authenticate": CHALLENGE} if refusal.status == 401 else {}
-    return web.json_response({"error": refusal.message}, status=refusal.status, headers=headers)
+async def refusal(gate: Gate, authorization: str | None) -> AccessRefusedError | None:
+    """Why a request with this ``Authorization`` header may not reach a model route, or None."""
+    credential = bearer_credential(authorization)
+    if credential is None:
+        return AccessRefusedError(401, "requires Authorization: Bearer <credential>")
+    try:
+        await gate.admit(credential)
+    except AccessRefusedError as refused:
+        return refused
+    return None
+
+
+def refusal_headers(refused: AccessRefusedError) -> dict[str, str]:
+    """A 401 names the scheme the client should use (RFC 9110's ``WWW-Authenticate``)."""
+    return {"WWW-Authenticate": CHALLENGE} if refused.status == 401 else {}
 
 
 def auth_middleware(gate: Gate) -> Middleware:
@@ -153,13 +165,11 @@ def auth_middleware(gate: Gate) -> Middleware:
     async def require_credential(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        credential = bearer_credential(request)
-        if credential is None:
-            return _refused(AccessRefusedError(401, "requires Authorization: Bearer <credential>"))
-        try:
-            await gate.admit(credential)
-        except AccessRefusedError as refusal:
-            return _refused(refusal)
+        refused = await refusal(gate, request.headers.get("Authorization"))
+        if refused is not None:
+            return web.json_response(
+                {"error": refused.message}, status=refused.status, headers=refusal_headers(refused)
+            )
         return await handler(request)
 
     return require_credential

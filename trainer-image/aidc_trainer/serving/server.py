@@ -24,20 +24,20 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
-from aiohttp import web
-
 from aidc_trainer import contract
 from aidc_trainer.allocator import keep_freed_memory
 from aidc_trainer.errors import ConfigError, TrainerError
 from aidc_trainer.logs import configure_logging, fields
 from aidc_trainer.serving.access_review import AccessReviews, api_server_address
-from aidc_trainer.serving.app import ServingState, create_runner
+from aidc_trainer.serving.app import create_runner
 from aidc_trainer.serving.auth import ApiKeyGate, Gate, KubernetesGate
 from aidc_trainer.serving.batcher import DynamicBatcher, split_rows
+from aidc_trainer.serving.listening import FrontDoorSite
 from aidc_trainer.serving.metrics import ServerMetrics
 from aidc_trainer.serving.model import LoadedModel, load_model
 from aidc_trainer.serving.openai_api import language_endpoint, warm_up
 from aidc_trainer.serving.settings import ServerSettings, parse_settings
+from aidc_trainer.serving.state import ServingState
 from aidc_trainer.serving.workers import default_workers, supervise, usable_cpus
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,15 @@ async def serve(
     gate = access_gate(settings, os.environ if environ is None else environ)
     runner = create_runner(state, gate, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
-    site = web.TCPSite(
-        runner, settings.host, settings.port, ssl_context=context, reuse_port=settings.reuse_port or None
+    site = FrontDoorSite(
+        runner,
+        state,
+        gate,
+        settings.host,
+        settings.port,
+        ssl_context=context,
+        reuse_port=settings.reuse_port or None,
+        drain_seconds=SHUTDOWN_SECONDS,
     )
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
