@@ -102,6 +102,7 @@ class InProcessServer:
     url: str
     state: ServingState
     loading: Any  # the start_serving task
+    site: FrontDoorSite
 
 
 @contextlib.asynccontextmanager
@@ -114,6 +115,7 @@ async def in_process_server(
     max_request_bytes: int = 1 << 20,
     gate: Gate | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    keepalive_seconds: float = 75.0,
 ) -> AsyncIterator[InProcessServer]:
     """The real app and lifecycle on a free loopback port; loading starts in the background.
 
@@ -125,13 +127,15 @@ async def in_process_server(
     state = ServingState(model_name, max_request_bytes, ServerMetrics())
     runner = create_runner(state, gate)
     await runner.setup()
-    site = FrontDoorSite(runner, state, gate, "127.0.0.1", 0, ssl_context=ssl_context)
+    site = FrontDoorSite(
+        runner, state, gate, "127.0.0.1", 0, ssl_context=ssl_context, keepalive_seconds=keepalive_seconds
+    )
     await site.start()
     port = runner.addresses[0][1]
     loading = asyncio.create_task(start_serving(state, load, max_batch_size=max_batch_size, max_delay=max_delay))
     base = f"https://localhost:{port}" if ssl_context else f"http://127.0.0.1:{port}"
     try:
-        yield InProcessServer(base, state, loading)
+        yield InProcessServer(base, state, loading, site)
     finally:
         loading.cancel()
         with contextlib.suppress(BaseException):

@@ -8,9 +8,7 @@ refusals (401 with a challenge, no model output), the decision cache and TLS.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -185,22 +183,6 @@ def test_the_api_server_is_the_in_cluster_one_unless_overridden() -> None:
 
 
 # --- HTTPS ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost, made by the openssl CLI (cert, key)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "tls.crt", folder / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_https_serves_a_client_that_verifies_the_certificate(certificate: tuple[Path, Path]) -> None:

@@ -55,11 +55,17 @@ def error_reply(status: int, message: str, headers: Mapping[str, str] | None = N
 class FrontDoor:
     """What the connections share: the model, the gate, aiohttp for hand-overs, the open connections."""
 
-    def __init__(self, state: ServingState, gate: Gate | None, aiohttp: Protocol) -> None:
+    def __init__(
+        self,
+        state: ServingState,
+        gate: Gate | None,
+        aiohttp: Protocol,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+    ) -> None:
         self.state, self.gate, self.aiohttp = state, gate, aiohttp
         self.visits: set[Visit] = set()
         self.closing = False
-        self.keepalive_seconds = KEEPALIVE_SECONDS
+        self.keepalive_seconds = keepalive_seconds
         self._sweeper: asyncio.Task[None] | None = None
         self._date = (0, b"")
 

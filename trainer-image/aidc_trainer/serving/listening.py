@@ -15,7 +15,7 @@ import ssl
 from aiohttp import web
 
 from aidc_trainer.serving.auth import Gate
-from aidc_trainer.serving.front_door import FrontDoor, Visit
+from aidc_trainer.serving.front_door import KEEPALIVE_SECONDS, FrontDoor, Visit
 from aidc_trainer.serving.state import ServingState
 
 
@@ -33,10 +33,15 @@ class FrontDoorSite(web.BaseSite):
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool | None = None,
         drain_seconds: float = 20.0,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context)
         self.state, self.gate, self.host, self.port = state, gate, host, port
-        self.reuse_port, self.drain_seconds = reuse_port, drain_seconds
+        self.reuse_port, self.drain_seconds, self.keepalive_seconds = (
+            reuse_port,
+            drain_seconds,
+            keepalive_seconds,
+        )
         self.door: FrontDoor | None = None
 
     @property
@@ -48,7 +53,7 @@ class FrontDoorSite(web.BaseSite):
         await super().start()  # registers the site with the runner
         aiohttp = self._runner.server
         assert aiohttp is not None, "the runner is set up before its sites start"
-        door = self.door = FrontDoor(self.state, self.gate, aiohttp)
+        door = self.door = FrontDoor(self.state, self.gate, aiohttp, self.keepalive_seconds)
         self._server = await asyncio.get_running_loop().create_server(
             lambda: Visit(door),
             self.host,
