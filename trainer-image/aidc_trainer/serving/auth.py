@@ -1,11 +1,12 @@
 """Who may call the model routes: anyone, holders of one API key, or Kubernetes identities RBAC allows.
 
 The check is a middleware in front of every route except the health probes and ``/metrics``, so
-a route added later is closed by default. A missing or wrong credential is a 401 with
-``WWW-Authenticate: Bearer``; a valid Kubernetes identity without the RBAC grant is a 403. Error
-bodies never carry model output: the handler is not reached. Kubernetes decisions (both ways)
-are cached for a short while, bounded in size and keyed by a hash of the token, so a busy
-client costs two API calls every ``ttl`` seconds instead of two per request.
+a route added later is closed by default; the front door (``front_door``), which answers infer
+requests before aiohttp sees them, makes the same check through :func:`refusal`. A missing or
+wrong credential is a 401 with ``WWW-Authenticate: Bearer``; a valid Kubernetes identity without
+the RBAC grant is a 403. Error bodies never carry model output: the handler is not reached.
+Kubernetes decisions (both ways) are cached for a short while, bounded in size and keyed by a hash
+of the token, so a busy client costs two API calls every ``ttl`` seconds instead of two per request.
 """
 
 from __future__ import annotations
