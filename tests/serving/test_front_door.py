@@ -9,10 +9,11 @@ depends on the transport's ``set_protocol``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,13 +114,25 @@ async def ready(server: InProcessServer) -> None:
     await asyncio.wait_for(server.loading, 30)
 
 
+@contextlib.asynccontextmanager
+async def ready_client(
+    model: ScaleServable | None = None, **options: Any
+) -> AsyncIterator[tuple[InProcessServer, Client]]:
+    """A server whose model has loaded, and one connection to it (closed afterwards)."""
+    async with in_process_server(loaded(model or ScaleServable()), **options) as server:
+        await ready(server)
+        client = await connect(server)
+        try:
+            yield server, client
+        finally:
+            client.close()
+
+
 def test_infer_is_answered_at_the_front_door_and_the_connection_goes_to_aiohttp_for_anything_else(
     loop_factory: LoopFactory,
 ) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable())) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client() as (_server, client):
             first = await client.ask(post(rows(1.0)))
             assert first.status == 200 and not first.by_aiohttp
             assert first.json()["outputs"][0]["data"] == [2.0, 2.0, 2.0]
@@ -136,38 +149,31 @@ def test_infer_is_answered_at_the_front_door_and_the_connection_goes_to_aiohttp_
                 }
             )
             assert again.json()["outputs"][0]["data"] == [4.0, 4.0, 4.0]
-            client.close()
 
     run(loop_factory, scenario)
 
 
 def test_pipelined_requests_are_answered_in_order(loop_factory: LoopFactory) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable())) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client() as (_server, client):
             await client.send(post(rows(1.0)) + post(rows(2.0)) + get("/v2/models/m/ready") + post(rows(3.0)))
             answers = [await read_answer(client.reader) for _ in range(4)]
             assert [answer.status for answer in answers] == [200] * 4
             assert [answer.by_aiohttp for answer in answers] == [False, False, True, True]
             totals = [answers[i].json()["outputs"][1]["data"] for i in (0, 1, 3)]
             assert totals == [[3.0], [6.0], [9.0]]
-            client.close()
 
     run(loop_factory, scenario)
 
 
 def test_a_request_that_arrives_a_byte_at_a_time_is_answered(loop_factory: LoopFactory) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable())) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client() as (_server, client):
             for byte in post(rows(1.0, 2.0)):
                 await client.send(bytes([byte]))
             answer = await read_answer(client.reader)
             assert answer.status == 200 and not answer.by_aiohttp
             assert answer.json()["outputs"][1]["data"] == [3.0, 6.0]
-            client.close()
 
     run(loop_factory, scenario)
 
@@ -189,12 +195,9 @@ def test_requests_the_front_door_does_not_frame_are_aiohttps_and_the_server_stay
     loop_factory: LoopFactory, raw: bytes, status: int
 ) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable()), max_request_bytes=4096) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client(max_request_bytes=4096) as (server, client):
             answer = await client.ask(raw)
             assert (answer.status, answer.by_aiohttp) == (status, True)
-            client.close()
             fresh = await connect(server)
             after = await fresh.ask(post(rows(1.0)))
             assert after.status == 200 and not after.by_aiohttp
@@ -223,16 +226,13 @@ def test_the_front_door_answers_word_for_word_as_aiohttp_does(
     fields = [f"Authorization: Bearer {token}"] if token is not None else []
 
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable(poison=True)), gate=ApiKeyGate(KEY)) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client(ScaleServable(poison=True), gate=ApiKeyGate(KEY)) as (_server, client):
             lean = await client.ask(post(body, path, *fields))
             full = await client.ask(chunked(body, path, *fields))
             assert (lean.by_aiohttp, full.by_aiohttp) == (False, True)
             assert lean.status == full.status and lean.json() == full.json()
             assert lean.headers.get("www-authenticate") == full.headers.get("www-authenticate")
             assert lean.headers["content-type"] == full.headers["content-type"]
-            client.close()
 
     run(loop_factory, scenario)
 
@@ -254,9 +254,7 @@ def test_a_model_still_loading_is_a_503_on_both_paths(loop_factory: LoopFactory)
 
 def test_answers_are_counted_by_route_template_and_code(loop_factory: LoopFactory) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable())) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client() as (server, client):
             for request in (post(rows(1.0)), post(rows(1.0)), post(b"{", "/v2/models/m/versions/1/infer")):
                 assert not (await client.ask(request)).by_aiohttp
             sample = server.state.metrics.registry.get_sample_value
@@ -264,16 +262,13 @@ def test_answers_are_counted_by_route_template_and_code(loop_factory: LoopFactor
             versioned = {"endpoint": "/v2/models/{model}/versions/{version}/infer", "code": "400"}
             assert sample("aidc_server_requests_total", versioned) == 1
             assert sample("aidc_server_request_duration_seconds_count", versioned) == 1
-            client.close()
 
     run(loop_factory, scenario)
 
 
 def test_connection_close_is_honoured(loop_factory: LoopFactory) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable())) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client() as (_server, client):
             answer = await client.ask(post(rows(1.0), "/v2/models/m/infer", "Connection: close"))
             assert answer.status == 200 and answer.headers["connection"] == "close"
             assert await client.closed_by_server()
@@ -283,9 +278,7 @@ def test_connection_close_is_honoured(loop_factory: LoopFactory) -> None:
 
 def test_an_idle_connection_is_closed_after_the_keepalive_time(loop_factory: LoopFactory) -> None:
     async def scenario() -> None:
-        async with in_process_server(loaded(ScaleServable()), keepalive_seconds=0.2) as server:
-            await ready(server)
-            client = await connect(server)
+        async with ready_client(keepalive_seconds=0.2) as (_server, client):
             assert (await client.ask(post(rows(1.0)))).status == 200
             assert await client.closed_by_server()
 

@@ -161,7 +161,7 @@ class Visit(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self.last_seen = time.monotonic()
-        if self.answering is None and not self.writing_paused:
+        if self.idle and not self.writing_paused:
             self._serve_next()
         elif len(self.buffer) > self.door.state.max_request_bytes and not self.reading_paused:
             self._pause_reading()  # a client that pipelines more than a request's worth waits
@@ -179,7 +179,7 @@ class Visit(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.answering is None:
+        if self.idle:
             self._serve_next()
 
     def close(self) -> None:
@@ -199,12 +199,11 @@ class Visit(asyncio.Protocol):
         if head is None:
             self._hand_off()
             return
-        if isinstance(head, Incomplete) or len(self.buffer) < head.head_bytes + head.body_bytes:
+        if isinstance(head, Incomplete) or len(self.buffer) < head.request_bytes:
             self._wait_for_more()
             return
-        end = head.head_bytes + head.body_bytes
-        body = bytes(self.buffer[head.head_bytes : end])
-        del self.buffer[:end]
+        body = bytes(self.buffer[head.head_bytes : head.request_bytes])
+        del self.buffer[: head.request_bytes]
         self.answering = asyncio.get_running_loop().create_task(self._answer(head, body))
 
     def _wait_for_more(self) -> None:

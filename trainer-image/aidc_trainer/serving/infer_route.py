@@ -9,7 +9,7 @@ answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -52,7 +52,9 @@ def served(state: ServingState, name: str, version: str | None) -> tuple[Servabl
     return state.servable, state.batcher
 
 
-def decode_body(body: bytes, header_length: str | None, read: Any = json_codec.loads) -> Any:
+def decode_body(
+    body: bytes, header_length: str | None, read: Callable[[bytes], Any] = json_codec.loads
+) -> Any:
     """The body as JSON (``read`` it); with ``Inference-Header-Content-Length`` the inputs' binary
     data attached."""
     if header_length is None:

@@ -42,6 +42,11 @@ class InferHead:
     keep_alive: bool
 
     @property
+    def request_bytes(self) -> int:
+        """The whole request: head and body."""
+        return self.head_bytes + self.body_bytes
+
+    @property
     def endpoint(self) -> str:
         """The route template the metrics count it under, as aiohttp's router names it."""
         return _UNVERSIONED if self.version is None else _VERSIONED
