@@ -7,6 +7,7 @@ shows it, so a test bed that only looked like Kubernetes would fail here first.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from aidc_testbed import GPU_RESOURCE, Testbed, exit_annotations
+from aidc_testbed.storage import POOL_LABEL
 
 pytestmark = pytest.mark.cluster
 
@@ -90,19 +92,26 @@ def gibibytes(quantity: str) -> int:
     return int(quantity[:-2]) * units[quantity[-2:]]
 
 
+def pool_phases(core: client.CoreV1Api) -> dict[str, str]:
+    """Each pool volume's phase by name: what a wait on the pool shows when it times out."""
+    volumes = core.list_persistent_volume(label_selector=f"{POOL_LABEL}=true").items
+    return {pv.metadata.name: pv.status.phase for pv in volumes}
+
+
 @pytest.mark.parametrize(("access_mode", "size"), [("ReadWriteOnce", "3Gi"), ("ReadOnlyMany", "60Gi")])
 def test_claim_binds_to_the_smallest_fitting_pool_volume(
     kube: ApiClient, namespace: str, wait_for: Waiter, access_mode: str, size: str
 ) -> None:
     core = client.CoreV1Api(kube)
-    # volumes of earlier tests' claims are being recycled: wait until the pool is settled, so the
+    # volumes of earlier tests' claims are being reclaimed: wait until the pool is settled, so the
     # volume controller sees the same Available volumes as this list
-    pool = wait_for(
-        lambda: core.list_persistent_volume(label_selector="aidc.io/testbed-pool=true").items,
-        until=lambda pvs: all(pv.status.phase in ("Available", "Bound") for pv in pvs),
+    wait_for(
+        lambda: pool_phases(core),
+        until=lambda phases: set(phases.values()) <= {"Available", "Bound"},
         timeout=60,
-        message="no pool volume Released or being recycled",
+        message="no pool volume Released",
     )
+    pool = core.list_persistent_volume(label_selector=f"{POOL_LABEL}=true").items
     fitting = [
         pv
         for pv in pool
@@ -126,6 +135,96 @@ def test_claim_binds_to_the_smallest_fitting_pool_volume(
     assert bound.spec.volume_name in {pv.metadata.name for pv in fitting}
     assert access_mode in bound.status.access_modes
     assert gibibytes(bound.status.capacity["storage"]) == smallest
+
+
+def claim_manifest(name: str, size: str = "1Gi", storage_class: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+def bind(core: client.CoreV1Api, namespace: str, wait_for: Waiter, claim: dict[str, Any]) -> client.V1PersistentVolume:
+    """Create ``claim``, wait until it is Bound, and return its volume."""
+    name = claim["metadata"]["name"]
+    core.create_namespaced_persistent_volume_claim(namespace, body=claim)
+    bound = wait_for(
+        lambda: core.read_namespaced_persistent_volume_claim(name, namespace),
+        until=lambda c: c.status.phase == "Bound",
+        message=f"claim {name} Bound",
+    )
+    return core.read_persistent_volume(bound.spec.volume_name)
+
+
+def fill(volume: client.V1PersistentVolume) -> Path:
+    """Write what a training job leaves on a claim into the volume's host folder; return the folder."""
+    folder = Path(volume.spec.host_path.path)
+    (folder / "step-100").mkdir()
+    (folder / "step-100" / "model.pt").write_bytes(b"weights")
+    (folder / "latest").symlink_to("step-100")
+    return folder
+
+
+def test_volumes_released_together_are_emptied_and_offered_again(
+    kube: ApiClient, namespace: str, wait_for: Waiter
+) -> None:
+    core = client.CoreV1Api(kube)
+    volumes = [bind(core, namespace, wait_for, claim_manifest(f"checkpoints-{rank}")) for rank in range(4)]
+    folders = {volume.metadata.name: fill(volume) for volume in volumes}
+
+    # as a deleted namespace's claims go: all at once, which kube-controller-manager's recycler could
+    # not take (see aidc_testbed.reclaimer)
+    for rank in range(4):
+        core.delete_namespaced_persistent_volume_claim(f"checkpoints-{rank}", namespace)
+
+    def phases() -> dict[str, str]:
+        return {name: core.read_persistent_volume(name).status.phase for name in folders}
+
+    wait_for(phases, until=lambda p: set(p.values()) == {"Available"}, timeout=30, message="volumes Available")
+    for name, folder in folders.items():
+        assert core.read_persistent_volume(name).spec.claim_ref is None
+        assert folder.is_dir()
+        assert list(folder.iterdir()) == []
+
+
+def test_a_volume_outside_the_beds_folder_is_never_emptied(
+    kube: ApiClient, namespace: str, wait_for: Waiter, tmp_path: Path
+) -> None:
+    """The reclaimer empties only the bed's own folders, whatever a volume's label says."""
+    core = client.CoreV1Api(kube)
+    outside = tmp_path / "user-data"
+    outside.mkdir()
+    (outside / "dataset.bin").write_bytes(b"keep me")
+    name = f"{namespace}-outside"
+    core.create_persistent_volume(
+        body={
+            "metadata": {"name": name, "labels": {POOL_LABEL: "true"}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": namespace,  # a class of its own: only this claim binds it
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(outside)},
+            },
+        }
+    )
+    try:
+        bind(core, namespace, wait_for, claim_manifest("data", storage_class=namespace))
+        witness = bind(core, namespace, wait_for, claim_manifest("witness"))
+        core.delete_namespaced_persistent_volume_claim("data", namespace)
+        wait_for(lambda: core.read_persistent_volume(name).status.phase == "Released", message="outsider Released")
+        # the reclaimer sees volumes in the order they change: once the witness, released after the
+        # outsider, is Available again, the outsider's release has been seen too
+        core.delete_namespaced_persistent_volume_claim("witness", namespace)
+        wait_for(
+            lambda: core.read_persistent_volume(witness.metadata.name).status.phase,
+            until=lambda phase: phase == "Available",
+            message="witness Available",
+        )
+        assert core.read_persistent_volume(name).status.phase == "Released"
+        assert (outside / "dataset.bin").read_bytes() == b"keep me"
+    finally:
+        core.delete_persistent_volume(name)
 
 
 def test_garbage_collector_deletes_what_a_deleted_owner_owned(

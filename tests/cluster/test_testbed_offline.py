@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from aidc_testbed import (
     ANNOTATION_EXIT_AFTER,
@@ -28,6 +29,7 @@ from aidc_testbed.components import Ports, command_lines
 from aidc_testbed.config import default_kwok_stages
 from aidc_testbed.layout import Layout
 from aidc_testbed.nodes import node_manifest
+from aidc_testbed.reclaimer import empty, pool_folder
 from aidc_testbed.storage import POOL_ACCESS_MODES, POOL_SIZES, pool_volume_manifests
 
 TOOLS = Path(__file__).resolve().parents[2] / "hack" / "tools"
@@ -93,6 +95,54 @@ def test_volume_pool_covers_every_size_and_access_mode_set(tmp_path: Path) -> No
     assert shapes == {(size, modes) for size in POOL_SIZES for modes in POOL_ACCESS_MODES}
     assert len({pv["metadata"]["name"] for pv in pool}) == 32
     assert all(pv["spec"]["hostPath"]["path"].startswith(str(tmp_path)) for pv in pool)
+
+
+def test_the_pool_is_retained_for_the_reclaimer_and_its_folders_are_the_beds(tmp_path: Path) -> None:
+    pool = pool_volume_manifests(4, tmp_path)
+    assert {pv["spec"]["persistentVolumeReclaimPolicy"] for pv in pool} == {"Retain"}
+    folders = [Path(pv["spec"]["hostPath"]["path"]) for pv in pool]
+    assert all(pool_folder(host_path_volume(folder), tmp_path) == folder.resolve() for folder in folders)
+
+
+def host_path_volume(path: Path) -> client.V1PersistentVolume:
+    return client.V1PersistentVolume(
+        spec=client.V1PersistentVolumeSpec(host_path=client.V1HostPathVolumeSource(path=str(path)))
+    )
+
+
+def test_the_reclaimer_empties_only_folders_directly_inside_the_beds_volumes(tmp_path: Path) -> None:
+    volumes, elsewhere = tmp_path / "volumes", tmp_path / "elsewhere"
+    (volumes / "pool-000").mkdir(parents=True)
+    elsewhere.mkdir()
+    (volumes / "pool-link").symlink_to(elsewhere)
+    assert pool_folder(host_path_volume(volumes / "pool-000"), volumes) == (volumes / "pool-000").resolve()
+    for path in (
+        elsewhere,
+        volumes,
+        volumes / "pool-000" / "nested",
+        volumes / "pool-link",
+        volumes / ".." / "elsewhere",
+    ):
+        assert pool_folder(host_path_volume(path), volumes) is None, path
+    not_host_path = client.V1PersistentVolume(spec=client.V1PersistentVolumeSpec())
+    assert pool_folder(not_host_path, volumes) is None
+
+
+def test_emptying_a_folder_removes_its_links_without_following_them(tmp_path: Path) -> None:
+    folder, target = tmp_path / "pool-000", tmp_path / "target"
+    (folder / "step-100" / "shards").mkdir(parents=True)
+    (folder / "step-100" / "shards" / "rank-0.pt").write_bytes(b"weights")
+    (folder / "step-100" / "elsewhere").symlink_to(target)
+    (folder / "latest").symlink_to(target)
+    (folder / ".hidden").write_text("x")
+    target.mkdir()
+    (target / "keep").write_text("kept")
+
+    empty(folder)
+
+    assert folder.is_dir()
+    assert list(folder.iterdir()) == []
+    assert (target / "keep").read_text() == "kept"
 
 
 def test_api_server_enforces_rbac_and_issues_service_account_tokens(tmp_path: Path) -> None:

@@ -37,8 +37,7 @@ RESTRICTED_CONTAINER = {
 
 
 def unique(name: str) -> str:
-    """A job name of this run only: the bed's volumes are recycled without being scrubbed, so a
-    claim may come back holding an earlier job's checkpoints, and a job of that name would resume."""
+    """A job name of this run only: what an earlier run left being deleted never meets this run's."""
     return f"{name}-{secrets.token_hex(2)}"
 
 

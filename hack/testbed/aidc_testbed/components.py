@@ -8,7 +8,10 @@ election, cloud providers, aggregation front proxies).
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from aidc_testbed.config import TestbedConfig
 from aidc_testbed.kwok import KUBELET_UP, LABEL_KUBELET
@@ -150,7 +153,6 @@ def kube_controller_manager(config: TestbedConfig, layout: Layout, ports: Ports)
         f"--root-ca-file={pki.ca_cert}",
         f"--cluster-signing-cert-file={pki.ca_cert}",
         f"--cluster-signing-key-file={pki.ca_key}",
-        f"--pv-recycler-pod-template-filepath-hostpath={layout.recycler_pod}",
     ]
 
 
@@ -170,6 +172,24 @@ def kwok(config: TestbedConfig, layout: Layout, ports: Ports) -> list[str]:
         "--node-lease-duration-seconds=0",
         f"--server-address=127.0.0.1:{ports.kwok}",
     ]
+
+
+def reclaimer(layout: Layout) -> list[str]:
+    """The pool's reclaimer (:mod:`aidc_testbed.reclaimer`), on this interpreter, as the admin."""
+    return [
+        sys.executable,
+        "-m",
+        "aidc_testbed.reclaimer",
+        f"--kubeconfig={layout.kubeconfig}",
+        f"--volumes-dir={layout.volumes}",
+    ]
+
+
+def reclaimer_env() -> dict[str, str]:
+    """This environment, with the folder that holds :mod:`aidc_testbed` on the reclaimer's path."""
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": package_parent + (os.pathsep + inherited if inherited else "")}
 
 
 def command_lines(config: TestbedConfig, layout: Layout, ports: Ports) -> dict[str, list[str]]:

@@ -49,11 +49,6 @@ class Layout:
         return self.root / "volumes"
 
     @property
-    def recycler_pod(self) -> Path:
-        """The pod template kube-controller-manager uses to recycle a released volume."""
-        return self.root / "pv-recycler-pod.yaml"
-
-    @property
     def real_nodes(self) -> Path:
         """One folder per real node: containerd's and the kubelet's state, configs, pod logs."""
         return self.root / "realnodes"
@@ -76,6 +71,5 @@ class Layout:
             self.etcd_data,
             self.logs,
             self.volumes,
-            self.recycler_pod,
             self.real_nodes,
         )

@@ -6,10 +6,9 @@ persistent-volume controller. Half of the pool is ReadWriteOnce only (block stor
 allows ReadOnlyMany and ReadWriteMany (a file system shared by nodes), so both the checkpoint
 claim and the shared data claim of a training job find a match.
 
-Pool volumes are recycled when their claim goes, so a long test session does not drain the pool:
-kube-controller-manager runs its recycler pod, which the test bed's template puts on a kwok node
-and annotates for kwok to complete at once (so a recycled volume is not scrubbed: tests that run
-real pods use names of their own).
+Pool volumes are ``Retain``ed and reclaimed when their claim goes, so a long test session does not
+drain the pool: the test bed's reclaimer (:mod:`aidc_testbed.reclaimer`, which says why not the
+deprecated ``Recycle``) empties the volume's folder and makes it Available again.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-
-from aidc_testbed.kwok import exit_annotations
 
 STORAGE_CLASS = "standard"
 POOL_LABEL = "aidc.io/testbed-pool"
@@ -60,41 +57,13 @@ def pool_volume_manifests(count: int, volumes_dir: Path) -> list[dict[str, Any]]
                     "capacity": {"storage": size},
                     "accessModes": list(modes),
                     "storageClassName": STORAGE_CLASS,
-                    "persistentVolumeReclaimPolicy": "Recycle",
+                    "persistentVolumeReclaimPolicy": "Retain",
                     "volumeMode": "Filesystem",
                     "hostPath": {"path": str(volumes_dir / name), "type": "DirectoryOrCreate"},
                 },
             }
         )
     return manifests
-
-
-def recycler_pod_manifest() -> dict[str, Any]:
-    """kube-controller-manager's recycler pod, annotated so kwok ends it with exit code 0."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "pv-recycler-",
-            "namespace": "default",
-            "annotations": exit_annotations(0),
-        },
-        "spec": {
-            "activeDeadlineSeconds": 60,
-            "restartPolicy": "Never",
-            # only kwok plays it: a real node cannot pull this image, and has nothing to scrub it for
-            "nodeSelector": {"type": "kwok"},
-            "volumes": [{"name": "vol"}],
-            "containers": [
-                {
-                    "name": "pv-recycler",
-                    "image": "registry.k8s.io/build-image/debian-base:bookworm-v1.0.6",
-                    "command": ["/bin/sh", "-c", "find /scrub -mindepth 1 -delete"],
-                    "volumeMounts": [{"name": "vol", "mountPath": "/scrub"}],
-                }
-            ],
-        },
-    }
 
 
 def create_storage(api: client.ApiClient, volume_count: int, volumes_dir: Path) -> None:

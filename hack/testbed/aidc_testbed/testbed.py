@@ -19,7 +19,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -194,19 +193,18 @@ class Testbed:
         ports = components.Ports(*free_ports(6))
         for identity in (CONTROLLER_MANAGER, SCHEDULER, KWOK):
             write_kubeconfig(layout.component_kubeconfigs / identity.file_stem, ports.server, pki, identity)
-        layout.recycler_pod.write_text(yaml.safe_dump(storage.recycler_pod_manifest()))
         state = TestbedState(ports=ports, config=config.to_json(), started_at=time.time())
         state.save(layout.state_file)
         argvs = components.command_lines(config, layout, ports)
         try:
-            self._spawn("etcd", argvs, state)
+            self._spawn("etcd", argvs["etcd"], state)
             health.poll(
                 lambda: health.ok_or_none(health.http_get("127.0.0.1", ports.etcd_client, "/health")),
                 timeout=config.start_timeout_seconds,
                 what="etcd",
                 abort=self._died(state),
             )
-            self._spawn("kube-apiserver", argvs, state)
+            self._spawn("kube-apiserver", argvs["kube-apiserver"], state)
             admin_tls = health.client_tls(pki.ca_cert, pki.client_cert(ADMIN), pki.client_key(ADMIN))
             health.poll(
                 lambda: health.ok_or_none(health.http_get("127.0.0.1", ports.apiserver, "/readyz", tls=admin_tls)),
@@ -216,9 +214,10 @@ class Testbed:
             )
             write_kubeconfig(layout.kubeconfig, ports.server, pki, ADMIN)
             for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
-                self._spawn(name, argvs, state)
+                self._spawn(name, argvs[name], state)
             api = self.api_client()
             storage.create_storage(api, config.volumes, layout.volumes)
+            self._spawn("reclaimer", components.reclaimer(layout), state, components.reclaimer_env())
             nodes.create_nodes(api, config)
             self._wait_until_usable(pki, ports, state)
             if config.real_nodes:
@@ -328,20 +327,20 @@ class Testbed:
             else:
                 path.unlink(missing_ok=True)
 
-    def _spawn(self, name: str, argvs: dict[str, list[str]], state: TestbedState) -> None:
-        running = process.spawn(name, argvs[name], self.layout.log(name), die_with_parent=self.config.die_with_parent)
+    def _spawn(
+        self, name: str, argv: list[str], state: TestbedState, env: dict[str, str] | None = None
+    ) -> process.RunningProcess:
+        log, die = self.layout.log(name), self.config.die_with_parent
+        running = process.spawn(name, argv, log, die_with_parent=die, env=env)
         state.processes.append(running)
         state.save(self.layout.state_file)
+        return running
 
     def _real_node_spawner(self, state: TestbedState) -> realnode_lifecycle.Spawn:
         env = realnode_lifecycle.runtime_env(self.config)
 
         def spawn(name: str, argv: list[str]) -> process.RunningProcess:
-            log, die = self.layout.log(name), self.config.die_with_parent
-            running = process.spawn(name, argv, log, die_with_parent=die, env=env)
-            state.processes.append(running)
-            state.save(self.layout.state_file)
-            return running
+            return self._spawn(name, argv, state, env)
 
         return spawn
 
