@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,10 +41,23 @@ _SCRUBBED = {
 TIMEOUT = 240.0
 
 
+# Rendezvous ports come from below the kernel's ephemeral range (32768-60999 by default) and below
+# Kubernetes' NodePorts (30000-32767). A port bind(0) hands out is an ephemeral one: between the probe
+# and the gang's listen, any connection on the machine (a real node's kubelet, a pod) may take it as its
+# local port, and rank 0 then fails with EADDRINUSE. No connection takes a port from this range.
+RENDEZVOUS_PORTS = range(20000, 30000)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port no one listens on now, from RENDEZVOUS_PORTS, picked at random so gangs rarely meet."""
+    for port in random.sample(RENDEZVOUS_PORTS, 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {RENDEZVOUS_PORTS} after 200 tries")
 
 
 def base_environment(**extra: str) -> dict[str, str]:
